@@ -1,0 +1,54 @@
+"""The ``medix`` console script: one entry point, one module per subcommand group.
+
+Each module in ``medix_r1.commands`` registers its parser; heavy libraries (torch, llama.cpp, fastembed) are
+imported only inside the handler that runs, so ``medix --help`` and the reward tools start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from medix_r1 import __version__
+
+# (module in medix_r1.commands, the subcommand it registers): kept in the order --help lists them.
+COMMANDS = ("demo", "train", "data", "reward", "judge", "embed", "eval")
+
+
+class UserError(Exception):
+    """An error the user can fix (a missing file, a bad option); printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medix",
+        description="Offline MediX-R1: train medical (vision-)language models with RL and evaluate them.",
+    )
+    parser.add_argument("--version", action="version", version=f"medix-r1 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"medix_r1.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        # A group without a subcommand (e.g. `medix eval`): show that group's help.
+        (getattr(args, "group_parser", None) or parser).print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except UserError as e:
+        print(f"medix: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medix: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

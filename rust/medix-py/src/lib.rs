@@ -1,0 +1,350 @@
+//! `medix_r1._native`: the thin PyO3 layer over medix-core.
+//!
+//! Only batches cross the boundary: each call validates and converts its inputs once, releases the GIL for
+//! the work, and returns flat buffers (`bytearray`) that the Python side views as NumPy arrays without a copy.
+
+use std::borrow::Cow;
+
+use medix_core::{analyze, group_advantages, AdvantageError, Analysis, Groups, Mode, Scale};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+
+create_exception!(
+    _native,
+    MedixInputError,
+    PyValueError,
+    "Bad input to a medix_r1 batch function (names the argument and the index)."
+);
+
+fn parse_mode(mode: &str) -> PyResult<Mode> {
+    Mode::parse(mode).ok_or_else(|| {
+        MedixInputError::new_err(format!("mode must be 'strict' or 'reference', got {mode:?}"))
+    })
+}
+
+/// Borrows every item of a list/tuple of `str` as `&str`, naming the argument and index of any bad item.
+fn borrow_strs<'py>(arg: &str, seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    if seq.is_instance_of::<PyString>() || seq.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(format!(
+            "{arg} must be a list of str, not a single {}",
+            seq.get_type().name()?
+        )));
+    }
+    let items: Vec<Bound<'py, PyAny>> = if let Ok(list) = seq.cast::<PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = seq.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        seq.try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err(format!("{arg} must be a list of str, got {}", type_name(seq)))
+            })?
+            .collect::<PyResult<_>>()?
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.cast_into::<PyString>().map_err(|e| {
+                PyTypeError::new_err(format!(
+                    "{arg}[{i}] must be str, got {}",
+                    type_name(e.into_inner().as_any())
+                ))
+            })
+        })
+        .collect()
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn as_strs<'a>(arg: &str, items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.to_str().map_err(|_| {
+                MedixInputError::new_err(format!(
+                    "{arg}[{i}] is not valid Unicode (it contains a lone surrogate)"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn check_same_len(a: &str, na: usize, b: &str, nb: usize) -> PyResult<()> {
+    if na == nb {
+        Ok(())
+    } else {
+        Err(MedixInputError::new_err(format!(
+            "{a} and {b} must have the same length, got {na} and {nb}"
+        )))
+    }
+}
+
+fn f64_buffer<'py>(py: Python<'py>, values: &[f64]) -> PyResult<Bound<'py, PyByteArray>> {
+    let mut bytes = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        bytes.extend_from_slice(&v.to_ne_bytes());
+    }
+    Ok(PyByteArray::new(py, &bytes))
+}
+
+fn bool_buffer<'py>(py: Python<'py>, values: impl Iterator<Item = bool>) -> Bound<'py, PyByteArray> {
+    let bytes: Vec<u8> = values.map(u8::from).collect();
+    PyByteArray::new(py, &bytes)
+}
+
+fn f64s_from_bytes(arg: &str, raw: &[u8]) -> PyResult<Vec<f64>> {
+    if raw.len() % 8 != 0 {
+        return Err(MedixInputError::new_err(format!(
+            "{arg}: buffer length {} is not a multiple of 8",
+            raw.len()
+        )));
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| f64::from_ne_bytes(c.try_into().expect("chunk of 8")))
+        .collect())
+}
+
+/// format_rewards(responses, mode) -> bytearray of float64
+#[pyfunction]
+#[pyo3(signature = (responses, mode = "strict"))]
+fn format_rewards<'py>(
+    py: Python<'py>,
+    responses: &Bound<'py, PyAny>,
+    mode: &str,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let mode = parse_mode(mode)?;
+    let owned = borrow_strs("responses", responses)?;
+    let texts = as_strs("responses", &owned)?;
+    let out: Vec<f64> =
+        py.detach(|| texts.iter().map(|t| medix_core::format_reward(t, mode)).collect());
+    f64_buffer(py, &out)
+}
+
+/// modality_rewards(responses, ground_truths, mode) -> bytearray of float64 (NaN = not applicable)
+#[pyfunction]
+#[pyo3(signature = (responses, ground_truths, mode = "strict"))]
+fn modality_rewards<'py>(
+    py: Python<'py>,
+    responses: &Bound<'py, PyAny>,
+    ground_truths: &Bound<'py, PyAny>,
+    mode: &str,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let mode = parse_mode(mode)?;
+    let r_owned = borrow_strs("responses", responses)?;
+    let g_owned = borrow_strs("ground_truths", ground_truths)?;
+    check_same_len("responses", r_owned.len(), "ground_truths", g_owned.len())?;
+    let texts = as_strs("responses", &r_owned)?;
+    let gts = as_strs("ground_truths", &g_owned)?;
+    let out: Vec<f64> = py.detach(|| {
+        texts
+            .iter()
+            .zip(&gts)
+            .map(|(t, g)| medix_core::modality_reward(t, g, mode))
+            .collect()
+    });
+    f64_buffer(py, &out)
+}
+
+/// extract_answers(responses, mode) -> list[str]
+#[pyfunction]
+#[pyo3(signature = (responses, mode = "strict"))]
+fn extract_answers<'py>(
+    py: Python<'py>,
+    responses: &Bound<'py, PyAny>,
+    mode: &str,
+) -> PyResult<Bound<'py, PyList>> {
+    let mode = parse_mode(mode)?;
+    let owned = borrow_strs("responses", responses)?;
+    let texts = as_strs("responses", &owned)?;
+    let out: Vec<Cow<'_, str>> = py.detach(|| {
+        texts
+            .iter()
+            .map(|t| medix_core::extract_answer(t, mode))
+            .collect()
+    });
+    PyList::new(py, out.iter().map(|a| PyString::new(py, a)))
+}
+
+/// parse_ground_truths(ground_truths) -> list[tuple[str | None, str]]
+#[pyfunction]
+fn parse_ground_truths<'py>(
+    py: Python<'py>,
+    ground_truths: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let owned = borrow_strs("ground_truths", ground_truths)?;
+    let gts = as_strs("ground_truths", &owned)?;
+    let parsed: Vec<(Option<&'static str>, &str)> =
+        py.detach(|| gts.iter().map(|g| medix_core::parse_ground_truth(g)).collect());
+    let items = parsed
+        .iter()
+        .map(|(tag, text)| (tag.map(|t| PyString::new(py, t)), PyString::new(py, text)).into_pyobject(py))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// is_invalid_answers(answers, mode) -> bytearray of bool (0/1)
+#[pyfunction]
+#[pyo3(signature = (answers, mode = "strict"))]
+fn is_invalid_answers<'py>(
+    py: Python<'py>,
+    answers: &Bound<'py, PyAny>,
+    mode: &str,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let mode = parse_mode(mode)?;
+    let owned = borrow_strs("answers", answers)?;
+    let texts = as_strs("answers", &owned)?;
+    let out: Vec<bool> = py.detach(|| {
+        texts
+            .iter()
+            .map(|t| medix_core::is_invalid_answer(t, mode))
+            .collect()
+    });
+    Ok(bool_buffer(py, out.into_iter()))
+}
+
+/// analyze(responses, ground_truths | None, mode) -> (format f64, modality f64, answers list[str], invalid bool)
+///
+/// Everything the composite reward needs in one crossing.
+#[pyfunction]
+#[pyo3(signature = (responses, ground_truths = None, mode = "strict"))]
+fn analyze_batch<'py>(
+    py: Python<'py>,
+    responses: &Bound<'py, PyAny>,
+    ground_truths: Option<&Bound<'py, PyAny>>,
+    mode: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mode = parse_mode(mode)?;
+    let r_owned = borrow_strs("responses", responses)?;
+    let texts = as_strs("responses", &r_owned)?;
+    let g_owned = match ground_truths {
+        Some(g) => Some(borrow_strs("ground_truths", g)?),
+        None => None,
+    };
+    let gts = match &g_owned {
+        Some(g) => {
+            check_same_len("responses", texts.len(), "ground_truths", g.len())?;
+            Some(as_strs("ground_truths", g)?)
+        }
+        None => None,
+    };
+    let out: Vec<Analysis> = py.detach(|| {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| analyze(t, gts.as_ref().map(|g| g[i]), mode))
+            .collect()
+    });
+    let format: Vec<f64> = out.iter().map(|a| a.format).collect();
+    let modality: Vec<f64> = out.iter().map(|a| a.modality).collect();
+    let answers = PyList::new(py, out.iter().map(|a| PyString::new(py, &a.answer)))?;
+    let invalid = bool_buffer(py, out.iter().map(|a| a.invalid));
+    PyTuple::new(
+        py,
+        [
+            f64_buffer(py, &format)?.into_any(),
+            f64_buffer(py, &modality)?.into_any(),
+            answers.into_any(),
+            invalid.into_any(),
+        ],
+    )
+}
+
+fn advantage_error(e: &AdvantageError) -> PyErr {
+    MedixInputError::new_err(e.to_string())
+}
+
+/// group_advantages(rewards_f64_bytes, group_size, group_ids_i64_bytes, scale, eps, with_stats)
+///
+/// Returns the advantages as a float64 bytearray, or with `with_stats` a tuple of buffers:
+/// (advantages f64, group index per sample f64, mean f64, std f64, valid count f64, degenerate u8).
+#[pyfunction]
+#[pyo3(signature = (rewards, group_size = None, group_ids = None, scale = "group", eps = 1e-6, with_stats = false))]
+fn group_advantages_raw<'py>(
+    py: Python<'py>,
+    rewards: &[u8],
+    group_size: Option<usize>,
+    group_ids: Option<&[u8]>,
+    scale: &str,
+    eps: f64,
+    with_stats: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let scale_v = Scale::parse(scale).ok_or_else(|| {
+        MedixInputError::new_err(format!(
+            "scale must be 'group', 'batch' or 'none', got {scale:?}"
+        ))
+    })?;
+    let r = f64s_from_bytes("rewards", rewards)?;
+    let ids: Option<Vec<i64>> = match group_ids {
+        Some(raw) if raw.len() % 8 == 0 => Some(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_ne_bytes(c.try_into().expect("chunk of 8")))
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(MedixInputError::new_err(
+                "group_ids: buffer length is not a multiple of 8",
+            ))
+        }
+        None => None,
+    };
+    let groups = match (group_size, &ids) {
+        (Some(_), Some(_)) => {
+            return Err(MedixInputError::new_err(
+                "give either group_size or group_ids, not both",
+            ))
+        }
+        (Some(g), None) => Groups::Size(g),
+        (None, Some(ids)) => Groups::Ids(ids),
+        (None, None) => {
+            return Err(MedixInputError::new_err(
+                "give group_size (consecutive groups) or group_ids (one id per reward)",
+            ))
+        }
+    };
+    let out = py
+        .detach(|| group_advantages(&r, groups, scale_v, eps))
+        .map_err(|e| advantage_error(&e))?;
+    let adv = f64_buffer(py, &out.advantages)?;
+    if !with_stats {
+        return Ok(adv.into_any());
+    }
+    let s = &out.stats;
+    let group_of: Vec<f64> = s.group_of.iter().map(|&g| f64::from(g)).collect();
+    let count: Vec<f64> = s.count.iter().map(|&c| f64::from(c)).collect();
+    Ok(PyTuple::new(
+        py,
+        [
+            adv.into_any(),
+            f64_buffer(py, &group_of)?.into_any(),
+            f64_buffer(py, &s.mean)?.into_any(),
+            f64_buffer(py, &s.std)?.into_any(),
+            f64_buffer(py, &count)?.into_any(),
+            bool_buffer(py, s.degenerate.iter().copied()).into_any(),
+        ],
+    )?
+    .into_any())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("MedixInputError", m.py().get_type::<MedixInputError>())?;
+    m.add(
+        "MODALITY_TAGS",
+        PyTuple::new(m.py(), medix_core::MODALITY_TAGS)?,
+    )?;
+    m.add_function(wrap_pyfunction!(format_rewards, m)?)?;
+    m.add_function(wrap_pyfunction!(modality_rewards, m)?)?;
+    m.add_function(wrap_pyfunction!(extract_answers, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_ground_truths, m)?)?;
+    m.add_function(wrap_pyfunction!(is_invalid_answers, m)?)?;
+    m.add_function(wrap_pyfunction!(analyze_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(group_advantages_raw, m)?)?;
+    Ok(())
+}

