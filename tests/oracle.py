@@ -8,18 +8,34 @@ from __future__ import annotations
 import math
 import re
 
-TAGS = (
-    "X_RAY MICROSCOPY CLINICAL_PHOTOGRAPHY CT_SCAN GRAPHICS ANGIOGRAPHY PET_SCAN ULTRASOUND MRI_SCAN "
-    "FUNDUS_PHOTOGRAPHY OCT_SCAN ENDOSCOPY MAMMOGRAPHY FLUOROSCOPY OTHER SPECT"
-).split()
+TAGS = [
+    "X_RAY",
+    "MICROSCOPY",
+    "CLINICAL_PHOTOGRAPHY",
+    "CT_SCAN",
+    "GRAPHICS",
+    "ANGIOGRAPHY",
+    "PET_SCAN",
+    "ULTRASOUND",
+    "MRI_SCAN",
+    "FUNDUS_PHOTOGRAPHY",
+    "OCT_SCAN",
+    "ENDOSCOPY",
+    "MAMMOGRAPHY",
+    "FLUOROSCOPY",
+    "OTHER",
+    "SPECT",
+]
 
 _TAG = re.compile(r"<\s*(/?)\s*([A-Za-z_]+)\s*>")
 _STRUCT = {"think", "thinking", "answer"}
 
 
 def _clean(s: str) -> str:
-    return s.lstrip().rstrip(". \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
-                             "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+    return s.lstrip().rstrip(
+        ". \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+        "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+    )
 
 
 def _struct_tags(r: str):
@@ -47,9 +63,19 @@ def strict_format(r: str) -> float:
         return 0.0
     (s0, e0, c0, n0), (s1, e1, c1, n1), (s2, e2, c2, n2), (s3, e3, c3, n3) = tags
     ok = (
-        s0 == pos and not c0 and n0 in ("think", "thinking") and c1 and n1 == n0 and r[e0:s1].strip() != ""
-        and r[e1:s2].strip() == "" and not c2 and n2 == "answer" and c3 and n3 == "answer"
-        and _clean(r[e2:s3]) != "" and r[e3:].strip() == ""
+        s0 == pos
+        and not c0
+        and n0 in ("think", "thinking")
+        and c1
+        and n1 == n0
+        and r[e0:s1].strip() != ""
+        and r[e1:s2].strip() == ""
+        and not c2
+        and n2 == "answer"
+        and c3
+        and n3 == "answer"
+        and _clean(r[e2:s3]) != ""
+        and r[e3:].strip() == ""
     )
     return 1.0 if ok else 0.0
 

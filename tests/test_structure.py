@@ -9,7 +9,6 @@ import oracle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from medix_r1 import MODALITY_TAGS, MedixInputError
 from medix_r1.rewards import (
     analyze,
@@ -20,11 +19,14 @@ from medix_r1.rewards import (
     parse_ground_truths,
 )
 
-GOOD = "<CT_SCAN>\n<think>Arterial enhancement with washout.</think>\n<answer>Hepatocellular carcinoma.</answer>\n"
+GOOD = (
+    "<CT_SCAN>\n<think>Arterial enhancement with washout.</think>\n"
+    "<answer>Hepatocellular carcinoma.</answer>\n"
+)
 
 
 def test_modality_tags_are_the_papers_16():
-    assert MODALITY_TAGS == tuple(oracle.TAGS)
+    assert tuple(oracle.TAGS) == MODALITY_TAGS
 
 
 def test_strict_examples():
@@ -54,7 +56,11 @@ def test_reference_examples():
     assert modality_rewards([r], ["<ct_scan> HCC"], mode="reference").tolist() == [1.0]
     assert extract_answers([r], mode="reference") == ["HCC"]
     assert is_invalid_answers(["a", "ab", "a:b", "a?", "a__b"], mode="reference").tolist() == [
-        True, False, True, True, True,
+        True,
+        False,
+        True,
+        True,
+        True,
     ]
 
 
@@ -77,15 +83,46 @@ def test_analyze_matches_individual_calls():
 
 # --- property tests against the oracle -------------------------------------------------------------------
 PIECES = [
-    "<think>", "</think>", "<thinking>", "</thinking>", "<answer>", "</answer>", "< think >", "</ANSWER >",
-    "< / answer>", "<Thinking >", "<X_RAY>", "<ct_scan>", "< MRI_SCAN >", "<BRAIN>", "</X_RAY>", " ", "\n",
-    "\u3000", "\x1c", "\xa0", ".", "..", "a", "abc", "/", "<", ">", "?", ":", "__", "ß", "é", "x y", "< ",
+    "<think>",
+    "</think>",
+    "<thinking>",
+    "</thinking>",
+    "<answer>",
+    "</answer>",
+    "< think >",
+    "</ANSWER >",
+    "< / answer>",
+    "<Thinking >",
+    "<X_RAY>",
+    "<ct_scan>",
+    "< MRI_SCAN >",
+    "<BRAIN>",
+    "</X_RAY>",
+    " ",
+    "\n",
+    "\u3000",
+    "\x1c",
+    "\xa0",
+    ".",
+    "..",
+    "a",
+    "abc",
+    "/",
+    "<",
+    ">",
+    "?",
+    ":",
+    "__",
+    "ß",
+    "é",
+    "x y",
+    "< ",
 ]
 responses = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=14).map("".join)
 ground_truths = st.one_of(
-    st.tuples(st.sampled_from(["<X_RAY>", "< ct_scan >", "<OTHER>", "<BRAIN>", "", "X_RAY>"]), st.text(max_size=6)).map(
-        lambda t: t[0] + " " + t[1]
-    ),
+    st.tuples(
+        st.sampled_from(["<X_RAY>", "< ct_scan >", "<OTHER>", "<BRAIN>", "", "X_RAY>"]), st.text(max_size=6)
+    ).map(lambda t: t[0] + " " + t[1]),
     responses,
 )
 
@@ -105,7 +142,9 @@ def test_matches_oracle(pairs):
     assert extract_answers(rs, "reference") == [oracle.reference_answer(r) for r in rs]
     got = modality_rewards(rs, gts).tolist()
     assert all(_same(g, oracle.strict_modality(r, t)) for g, r, t in zip(got, rs, gts))
-    assert modality_rewards(rs, gts, "reference").tolist() == [oracle.reference_modality(r, t) for r, t in zip(rs, gts)]
+    assert modality_rewards(rs, gts, "reference").tolist() == [
+        oracle.reference_modality(r, t) for r, t in zip(rs, gts)
+    ]
     assert parse_ground_truths(gts) == [oracle.parse_gt(t) for t in gts]
     assert is_invalid_answers(rs).tolist() == [oracle.strict_invalid(r) for r in rs]
     assert is_invalid_answers(rs, "reference").tolist() == [oracle.reference_invalid(r) for r in rs]

@@ -3,6 +3,18 @@
 
 from collections.abc import Sequence
 
+__all__ = [
+    "MODALITY_TAGS",
+    "MedixInputError",
+    "analyze_batch",
+    "extract_answers",
+    "format_rewards",
+    "group_advantages_raw",
+    "is_invalid_answers",
+    "modality_rewards",
+    "parse_ground_truths",
+]
+
 MODALITY_TAGS: tuple[str, ...]
 """The 16 MediX-R1 modality tags, upper-case, in the paper's order."""
 
@@ -12,7 +24,9 @@ class MedixInputError(ValueError):
 def format_rewards(responses: Sequence[str], mode: str = "strict") -> bytearray:
     """1.0/0.0 per response, as native-endian float64."""
 
-def modality_rewards(responses: Sequence[str], ground_truths: Sequence[str], mode: str = "strict") -> bytearray:
+def modality_rewards(
+    responses: Sequence[str], ground_truths: Sequence[str], mode: str = "strict"
+) -> bytearray:
     """1.0/0.0 (NaN = not applicable) per response, as native-endian float64."""
 
 def extract_answers(responses: Sequence[str], mode: str = "strict") -> list[str]:

@@ -8,6 +8,7 @@ out of the statistics and get advantage 0; degenerate groups (fewer than two val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +53,13 @@ def _ids_bytes(group_ids: Any, n: int) -> bytes:
 def _check(group_size: int | None, scale: str, eps: float) -> None:
     if scale not in _SCALES:
         raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
-    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer))):
+    if group_size is not None and (
+        isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer))
+    ):
         raise TypeError(f"group_size must be an int, got {type(group_size).__name__}")
     if group_size is not None and group_size <= 0:
         raise ValueError(f"group_size must be a positive integer, got {group_size}")
-    if not np.isfinite(eps) or eps < 0:
+    if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
 
 
@@ -110,7 +113,9 @@ def group_stats(
     _check(group_size, scale, eps)
     raw = _rewards_bytes(rewards)
     ids = None if group_ids is None else _ids_bytes(group_ids, len(raw) // 8)
-    adv, gidx, mean, std, count, degen = _native.group_advantages_raw(raw, group_size, ids, scale, float(eps), True)
+    adv, gidx, mean, std, count, degen = _native.group_advantages_raw(
+        raw, group_size, ids, scale, float(eps), True
+    )
     return GroupStats(
         advantages=np.frombuffer(adv, dtype=np.float64),
         group_index=np.frombuffer(gidx, dtype=np.float64).astype(np.int64),

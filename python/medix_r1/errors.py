@@ -22,7 +22,8 @@ class JudgeFailedError(RuntimeError):
 
 
 def check_model_path(path: str | Path, what: str, how: str, *, directory: bool = False) -> Path:
-    """Return ``path`` resolved, or raise MissingModelError naming ``what`` it is for and ``how`` to get it."""
+    """Return ``path`` resolved, or raise MissingModelError naming ``what`` it is for and ``how`` to get
+    it."""
     p = Path(path).expanduser()
     ok = p.is_dir() if directory else p.is_file()
     if not ok:

@@ -29,7 +29,9 @@ def format_rewards(responses: Sequence[str], mode: str = "strict") -> np.ndarray
     return np.frombuffer(_native.format_rewards(responses, mode), dtype=np.float64)
 
 
-def modality_rewards(responses: Sequence[str], ground_truths: Sequence[str], mode: str = "strict") -> np.ndarray:
+def modality_rewards(
+    responses: Sequence[str], ground_truths: Sequence[str], mode: str = "strict"
+) -> np.ndarray:
     """1.0 where the response opens with the ground truth's modality tag, 0.0 where not, NaN where the ground
     truth has no tag (strict mode: not applicable)."""
     return np.frombuffer(_native.modality_rewards(responses, ground_truths, mode), dtype=np.float64)

@@ -11,5 +11,8 @@ pub mod tags;
 pub mod text;
 
 pub use advantages::{group_advantages, AdvantageError, AdvantageOutput, GroupStats, Groups, Scale};
-pub use reward::{analyze, extract_answer, format_reward, is_invalid_answer, modality_reward, parse_ground_truth, Analysis, Mode};
+pub use reward::{
+    analyze, extract_answer, format_reward, is_invalid_answer, modality_reward, parse_ground_truth, Analysis,
+    Mode,
+};
 pub use tags::MODALITY_TAGS;

@@ -72,7 +72,8 @@ fn strict_format(resp: &str) -> bool {
         pos = skip_space(resp, end);
     }
     let mut tags = TagIter::new(resp);
-    let (Some(t0), Some(t1), Some(t2), Some(t3)) = (tags.next(), tags.next(), tags.next(), tags.next()) else {
+    let (Some(t0), Some(t1), Some(t2), Some(t3)) = (tags.next(), tags.next(), tags.next(), tags.next())
+    else {
         return false;
     };
     if tags.next().is_some() {
@@ -158,7 +159,9 @@ fn reference_format(collapsed: &str) -> bool {
         return false;
     };
     let t = py_strip(&collapsed[idx..]);
-    if !t.ends_with(ANSWER_CLOSE) || t.len() < THINKING_OPEN.len() + THINKING_CLOSE.len() + ANSWER_OPEN.len() + ANSWER_CLOSE.len() {
+    if !t.ends_with(ANSWER_CLOSE)
+        || t.len() < THINKING_OPEN.len() + THINKING_CLOSE.len() + ANSWER_OPEN.len() + ANSWER_CLOSE.len()
+    {
         return false;
     }
     let last_answer_open_end = t.len() - ANSWER_CLOSE.len();
@@ -208,10 +211,7 @@ fn reference_modality(collapsed: &str, gt: &str) -> f64 {
 
 fn reference_invalid(answer: &str) -> bool {
     let mut chars = answer.chars();
-    let short = match (chars.next(), chars.next()) {
-        (None, _) | (Some(_), None) => true,
-        _ => false,
-    };
+    let short = matches!((chars.next(), chars.next()), (None, _) | (Some(_), None));
     short || answer.contains("__") || answer.contains(':') || answer.contains('?')
 }
 
@@ -288,34 +288,77 @@ pub fn analyze(resp: &str, gt: Option<&str>, mode: Mode) -> Analysis {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "<CT_SCAN><think>The lesion enhances.</think>\n<answer>Hepatocellular carcinoma.</answer>\n";
+    const GOOD: &str =
+        "<CT_SCAN><think>The lesion enhances.</think>\n<answer>Hepatocellular carcinoma.</answer>\n";
 
     #[test]
     fn strict_format_cases() {
         assert_eq!(format_reward(GOOD, Mode::Strict), 1.0);
-        assert_eq!(format_reward("  <thinking>x</thinking><answer>y</answer>", Mode::Strict), 1.0);
-        assert_eq!(format_reward("< THINK >x</think ><ANSWER>y</ answer >", Mode::Strict), 1.0);
+        assert_eq!(
+            format_reward("  <thinking>x</thinking><answer>y</answer>", Mode::Strict),
+            1.0
+        );
+        assert_eq!(
+            format_reward("< THINK >x</think ><ANSWER>y</ answer >", Mode::Strict),
+            1.0
+        );
         // mismatched closing name, blank reasoning, empty answer, trailing text, leading text, duplicates
-        assert_eq!(format_reward("<think>x</thinking><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think> </think><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think>x</think><answer> . </answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think>x</think><answer>y</answer>z", Mode::Strict), 0.0);
-        assert_eq!(format_reward("hi<think>x</think><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<BRAIN><think>x</think><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think>x<think>x</think><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think>x</think><answer>y</answer><answer>y</answer>", Mode::Strict), 0.0);
-        assert_eq!(format_reward("<think>x</think>between<answer>y</answer>", Mode::Strict), 0.0);
+        assert_eq!(
+            format_reward("<think>x</thinking><answer>y</answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<think> </think><answer>y</answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<think>x</think><answer> . </answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<think>x</think><answer>y</answer>z", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("hi<think>x</think><answer>y</answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<BRAIN><think>x</think><answer>y</answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<think>x<think>x</think><answer>y</answer>", Mode::Strict),
+            0.0
+        );
+        assert_eq!(
+            format_reward(
+                "<think>x</think><answer>y</answer><answer>y</answer>",
+                Mode::Strict
+            ),
+            0.0
+        );
+        assert_eq!(
+            format_reward("<think>x</think>between<answer>y</answer>", Mode::Strict),
+            0.0
+        );
     }
 
     #[test]
     fn strict_answer_and_modality() {
         assert_eq!(extract_answer(GOOD, Mode::Strict), "Hepatocellular carcinoma");
-        assert_eq!(extract_answer("<answer>a</answer><answer>b</answer>", Mode::Strict), "");
+        assert_eq!(
+            extract_answer("<answer>a</answer><answer>b</answer>", Mode::Strict),
+            ""
+        );
         assert_eq!(extract_answer("</answer>a<answer>", Mode::Strict), "");
         assert_eq!(modality_reward(GOOD, "<ct_scan> HCC", Mode::Strict), 1.0);
         assert_eq!(modality_reward(GOOD, "<MRI_SCAN> HCC", Mode::Strict), 0.0);
         assert!(modality_reward(GOOD, "HCC", Mode::Strict).is_nan());
-        assert_eq!(parse_ground_truth(" < x_ray > Right lower lobe pneumonia. "), (Some("X_RAY"), "Right lower lobe pneumonia"));
+        assert_eq!(
+            parse_ground_truth(" < x_ray > Right lower lobe pneumonia. "),
+            (Some("X_RAY"), "Right lower lobe pneumonia")
+        );
         assert_eq!(parse_ground_truth("<BRAIN> a."), (None, "<BRAIN> a"));
     }
 
@@ -327,8 +370,17 @@ mod tests {
         assert_eq!(modality_reward(r, "<ct_scan> HCC", Mode::Reference), 1.0);
         assert_eq!(extract_answer(r, Mode::Reference), " HCC ");
         // fullmatch with lazy groups still accepts a trailing duplicate closing tag
-        assert_eq!(format_reward("<thinking>a</thinking><answer>b</answer>c</answer>", Mode::Reference), 1.0);
-        assert_eq!(format_reward("<think>a</think><answer>b</answer>", Mode::Reference), 0.0);
+        assert_eq!(
+            format_reward(
+                "<thinking>a</thinking><answer>b</answer>c</answer>",
+                Mode::Reference
+            ),
+            1.0
+        );
+        assert_eq!(
+            format_reward("<think>a</think><answer>b</answer>", Mode::Reference),
+            0.0
+        );
         assert_eq!(modality_reward("no tags", "<X_RAY> a", Mode::Reference), 0.0);
         assert!(is_invalid_answer("a", Mode::Reference));
         assert!(is_invalid_answer("a: b", Mode::Reference));

@@ -58,7 +58,11 @@ pub struct Tag {
 /// What a `<...>` at some offset turned out to be.
 enum Candidate<'a> {
     /// `<` [ws] [`/`] [ws] name [ws] `>` with the name's text and whether it had the slash.
-    Named { name: &'a str, closing: bool, end: usize },
+    Named {
+        name: &'a str,
+        closing: bool,
+        end: usize,
+    },
     NotATag,
 }
 
@@ -92,7 +96,10 @@ fn candidate_at(s: &str, lt: usize) -> Candidate<'_> {
         i = skip_ws(bytes, s, i + 1);
     }
     let name_start = i;
-    while i < bytes.len() && i - name_start <= MAX_NAME && (bytes[i].is_ascii_alphabetic() || bytes[i] == b'_') {
+    while i < bytes.len()
+        && i - name_start <= MAX_NAME
+        && (bytes[i].is_ascii_alphabetic() || bytes[i] == b'_')
+    {
         i += 1;
     }
     let name_end = i;
@@ -101,7 +108,11 @@ fn candidate_at(s: &str, lt: usize) -> Candidate<'_> {
     }
     i = skip_ws(bytes, s, i);
     if i < bytes.len() && bytes[i] == b'>' {
-        Candidate::Named { name: &s[name_start..name_end], closing, end: i + 1 }
+        Candidate::Named {
+            name: &s[name_start..name_end],
+            closing,
+            end: i + 1,
+        }
     } else {
         Candidate::NotATag
     }
@@ -125,7 +136,11 @@ pub fn modality_tag_at(s: &str, at: usize) -> Option<(usize, usize)> {
         return None;
     }
     match candidate_at(s, at) {
-        Candidate::Named { name, closing: false, end } => modality_index(name).map(|i| (i, end)),
+        Candidate::Named {
+            name,
+            closing: false,
+            end,
+        } => modality_index(name).map(|i| (i, end)),
         _ => None,
     }
 }
@@ -152,7 +167,12 @@ impl Iterator for TagIter<'_> {
             if let Candidate::Named { name, closing, end } = candidate_at(self.s, lt) {
                 if let Some(block) = block_of(name) {
                     self.pos = end;
-                    return Some(Tag { block, closing, start: lt, end });
+                    return Some(Tag {
+                        block,
+                        closing,
+                        start: lt,
+                        end,
+                    });
                 }
             }
             self.pos = lt + 1;

@@ -2,7 +2,7 @@
 //!
 //! The reference mode must reproduce the authors' Python code bit for bit, so "whitespace" here is what
 //! `str.isspace()` (and therefore `str.strip()` and `re`'s `\s` on `str` patterns) accepts, which is not
-//! Rust's `char::is_whitespace` (CPython also counts U+001C..U+001F and excludes U+0085's neighbours differently).
+//! Rust's `char::is_whitespace` (CPython also counts U+001C..U+001F as whitespace).
 
 /// `true` iff CPython's `str.isspace()` is true for `c`.
 #[inline]

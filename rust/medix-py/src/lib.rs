@@ -58,7 +58,9 @@ fn borrow_strs<'py>(arg: &str, seq: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'p
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
 fn as_strs<'a>(arg: &str, items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
@@ -86,11 +88,7 @@ fn check_same_len(a: &str, na: usize, b: &str, nb: usize) -> PyResult<()> {
 }
 
 fn f64_buffer<'py>(py: Python<'py>, values: &[f64]) -> PyResult<Bound<'py, PyByteArray>> {
-    let mut bytes = Vec::with_capacity(values.len() * 8);
-    for v in values {
-        bytes.extend_from_slice(&v.to_ne_bytes());
-    }
-    Ok(PyByteArray::new(py, &bytes))
+    Ok(PyByteArray::new(py, bytemuck::cast_slice(values)))
 }
 
 fn bool_buffer<'py>(py: Python<'py>, values: impl Iterator<Item = bool>) -> Bound<'py, PyByteArray> {
@@ -98,17 +96,22 @@ fn bool_buffer<'py>(py: Python<'py>, values: impl Iterator<Item = bool>) -> Boun
     PyByteArray::new(py, &bytes)
 }
 
-fn f64s_from_bytes(arg: &str, raw: &[u8]) -> PyResult<Vec<f64>> {
+/// Views a native-endian float64 buffer without copying when it is aligned (a `bytes` payload always is).
+fn f64s_from_bytes<'a>(arg: &str, raw: &'a [u8]) -> PyResult<Cow<'a, [f64]>> {
     if raw.len() % 8 != 0 {
         return Err(MedixInputError::new_err(format!(
             "{arg}: buffer length {} is not a multiple of 8",
             raw.len()
         )));
     }
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| f64::from_ne_bytes(c.try_into().expect("chunk of 8")))
-        .collect())
+    Ok(match bytemuck::try_cast_slice::<u8, f64>(raw) {
+        Ok(view) => Cow::Borrowed(view),
+        Err(_) => Cow::Owned(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_ne_bytes(c.try_into().expect("chunk of 8")))
+                .collect(),
+        ),
+    })
 }
 
 /// format_rewards(responses, mode) -> bytearray of float64
@@ -122,8 +125,7 @@ fn format_rewards<'py>(
     let mode = parse_mode(mode)?;
     let owned = borrow_strs("responses", responses)?;
     let texts = as_strs("responses", &owned)?;
-    let out: Vec<f64> =
-        py.detach(|| texts.iter().map(|t| medix_core::format_reward(t, mode)).collect());
+    let out: Vec<f64> = py.detach(|| texts.iter().map(|t| medix_core::format_reward(t, mode)).collect());
     f64_buffer(py, &out)
 }
 
@@ -276,9 +278,7 @@ fn group_advantages_raw<'py>(
     with_stats: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let scale_v = Scale::parse(scale).ok_or_else(|| {
-        MedixInputError::new_err(format!(
-            "scale must be 'group', 'batch' or 'none', got {scale:?}"
-        ))
+        MedixInputError::new_err(format!("scale must be 'group', 'batch' or 'none', got {scale:?}"))
     })?;
     let r = f64s_from_bytes("rewards", rewards)?;
     let ids: Option<Vec<i64>> = match group_ids {
@@ -316,7 +316,10 @@ fn group_advantages_raw<'py>(
         return Ok(adv.into_any());
     }
     let s = &out.stats;
-    let group_of: Vec<f64> = s.group_of.iter().map(|&g| f64::from(g)).collect();
+    let group_of: Vec<f64> = match group_size {
+        Some(g) => (0..r.len()).map(|i| (i / g) as f64).collect(),
+        None => s.group_of.iter().map(|&g| f64::from(g)).collect(),
+    };
     let count: Vec<f64> = s.count.iter().map(|&c| f64::from(c)).collect();
     Ok(PyTuple::new(
         py,
@@ -335,10 +338,7 @@ fn group_advantages_raw<'py>(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MedixInputError", m.py().get_type::<MedixInputError>())?;
-    m.add(
-        "MODALITY_TAGS",
-        PyTuple::new(m.py(), medix_core::MODALITY_TAGS)?,
-    )?;
+    m.add("MODALITY_TAGS", PyTuple::new(m.py(), medix_core::MODALITY_TAGS)?)?;
     m.add_function(wrap_pyfunction!(format_rewards, m)?)?;
     m.add_function(wrap_pyfunction!(modality_rewards, m)?)?;
     m.add_function(wrap_pyfunction!(extract_answers, m)?)?;
