@@ -1,0 +1,20 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: a pinned virtual environment cached OUTSIDE the clone,
+# keyed on the lock file and the Python version, so a fresh clone reuses it and a lock change rebuilds it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${MEDIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/medix-r1}"
+python="${PYTHON:-python3}"
+key="$( (cat "$root/requirements/dev.lock"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+venv="$cache/venv-$key"
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+  echo "== creating the pinned environment $venv (first run: ~10 minutes, torch and llama.cpp)" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet -r "$root/requirements/dev.lock"
+  touch "$venv/.complete"
+fi
+export PATH="$venv/bin:$PATH"
+export MEDIX_TEST_MODELS="${MEDIX_TEST_MODELS:-$cache/test-models}"
+# Offline at run time: nothing may reach a model hub.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
