@@ -12,7 +12,7 @@ cargo test --locked --quiet
 
 echo "== wheel: build (abi3), check, install into the pinned environment"
 rm -rf dist
-maturin build --release --locked --quiet --out dist
+maturin build --release --locked --quiet --zig --compatibility manylinux2014 --out dist
 twine check --strict dist/*.whl
 pip install --quiet --force-reinstall --no-deps dist/*.whl
 
