@@ -1,0 +1,80 @@
+"""Turn a GGUF model into a plain transformers checkpoint (weights + tokenizer) that can be trained.
+
+transformers dequantises a GGUF into a torch model but refuses to train one loaded that way, so the training
+policy is converted once and cached (``~/.cache/medix-r1/policies/<name>/`` by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from medix_r1.errors import check_model_path
+
+__all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint"]
+
+_MARKER = "medix_converted.json"
+
+
+def default_policy_cache() -> Path:
+    root = os.environ.get("MEDIX_CACHE", str(Path.home() / ".cache" / "medix-r1"))
+    return Path(root).expanduser() / "policies"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """True where ``path`` is a directory transformers can load (config.json plus weights)."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        return False
+    return any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").exists()
+
+
+def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, dtype: str = "float32") -> Path:
+    """Dequantise ``gguf`` into ``out_dir`` (config, safetensors, tokenizer) once; later calls reuse it.
+
+    The write goes to a sibling temporary directory renamed into place at the end, so an interrupted conversion
+    never leaves a half-written checkpoint that a later run would trust.
+    """
+    src = check_model_path(gguf, "GGUF policy model", "Pass the path of a .gguf file")
+    out = Path(out_dir) if out_dir is not None else default_policy_cache() / src.stem
+    out = out.expanduser()
+    marker = out / _MARKER
+    if marker.is_file() and is_checkpoint(out):
+        info = json.loads(marker.read_text())
+        if info.get("source") == str(src) and info.get("size") == src.stat().st_size:
+            return out
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(src.parent), gguf_file=src.name, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
+        )
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        # The loaded model still carries the GGUF "quantization" marker that save_pretrained refuses; rebuild a
+        # plain model from the same config and copy the (already dequantised) weights into it.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        plain.load_state_dict(model.state_dict(), strict=False)
+        plain.tie_weights()
+        if getattr(model, "generation_config", None) is not None:
+            plain.generation_config = model.generation_config
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype}))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

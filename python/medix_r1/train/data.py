@@ -1,0 +1,259 @@
+"""Local training data in the MediX-R1 authors' schema (``image`` list, ``problem``, ``solution`` = "<TAG> answer"):
+loading from JSONL / Parquet / image folders / ``datasets.save_to_disk`` directories, checking, and turning rows
+into the conversational dataset the trainer reads. Never reaches a hub.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medix_r1._native import MODALITY_TAGS
+
+__all__ = [
+    "DataError",
+    "Problem",
+    "check_rows",
+    "demo_dataset_path",
+    "load_image",
+    "load_rows",
+    "to_training_rows",
+]
+
+_TAG_RE = re.compile(r"^\s*<\s*([A-Za-z_][A-Za-z0-9_ ]*)\s*>\s*(.*)$", re.S)
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+
+
+class DataError(ValueError):
+    """The dataset cannot be read, or has bad rows and skipping was not asked for."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    row: int  # 1-based, in file order
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.field}: {self.message}"
+
+
+def demo_dataset_path() -> Path:
+    """The small bundled medical QA set (50 text items, all 16 modality tags) used by ``medix demo``."""
+    return Path(__file__).parent / "data" / "demo_medqa.jsonl"
+
+
+def _read_jsonl(p: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with p.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}: line {i} is not valid JSON: {e}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{p}: line {i} is not a JSON object")
+            rows.append(obj)
+    return rows
+
+
+def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
+    """Rows as plain dicts plus the base directory that relative image paths are resolved against."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"dataset not found: {p} (give a local .jsonl, .json, .parquet, image folder or "
+                        "save_to_disk directory; medix-r1 never downloads data)")  # fmt: skip
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(p), p.parent
+        if suffix == ".json":
+            data = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "data" in data:
+                data = data["data"]
+            if not isinstance(data, list):
+                raise DataError(f"{p}: expected a JSON list of rows")
+            return data, p.parent
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p).to_pylist(), p.parent
+        raise DataError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+    # A directory: save_to_disk output, an image folder with metadata, or a folder of parquet/jsonl shards.
+    if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+        from datasets import DatasetDict, load_from_disk
+
+        ds = load_from_disk(str(p))
+        if isinstance(ds, DatasetDict):
+            split = "train" if "train" in ds else next(iter(ds))
+            ds = ds[split]
+        # Keep images as bytes/path dicts so checking can report unreadable ones row by row.
+        if "image" in ds.column_names:
+            from datasets import Image, Sequence
+
+            feat = ds.features["image"]
+            if isinstance(feat, Sequence) or isinstance(feat, list):
+                ds = ds.cast_column("image", [Image(decode=False)])
+            elif isinstance(feat, Image):
+                ds = ds.cast_column("image", Image(decode=False))
+        return ds.to_list(), p
+    meta = next((p / n for n in ("metadata.jsonl", "metadata.json") if (p / n).exists()), None)
+    if meta is not None:
+        rows = _read_jsonl(meta) if meta.suffix == ".jsonl" else json.loads(meta.read_text())
+        for r in rows:  # the imagefolder convention: file_name (or a list file_names) next to the metadata
+            if "image" not in r:
+                names = r.get("file_names") or ([r["file_name"]] if r.get("file_name") else [])
+                r["image"] = list(names)
+        return rows, p
+    shards = sorted(p.glob("*.parquet")) or sorted(p.glob("*.jsonl"))
+    if shards:
+        rows = []
+        for s in shards:
+            rows += load_rows(s)[0]
+        return rows, p
+    raise DataError(f"{p}: a directory must hold a save_to_disk dataset, metadata.jsonl (image folder) or "
+                    "*.parquet / *.jsonl shards")  # fmt: skip
+
+
+def _images_of(row: dict[str, Any]) -> list[Any]:
+    img = row.get("image", row.get("images"))
+    if img is None:
+        return []
+    if isinstance(img, (list, tuple)):
+        return list(img)
+    return [img]
+
+
+def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
+    """A PIL RGB image from a path (PNG/JPEG/... or DICOM), a ``{"bytes", "path"}`` dict, raw bytes or a PIL
+    image. Raises ``ValueError`` with the reason when it cannot be read."""
+    from PIL import Image
+
+    img = None
+    data: bytes | None = None
+    path: Path | None = None
+    if isinstance(ref, Image.Image):
+        img = ref
+    elif isinstance(ref, (bytes, bytearray)):
+        data = bytes(ref)
+    elif isinstance(ref, dict):
+        if ref.get("bytes"):
+            data = bytes(ref["bytes"])
+        elif ref.get("path"):
+            path = Path(ref["path"])
+        else:
+            raise ValueError("image entry has neither bytes nor path")
+    elif isinstance(ref, (str, Path)):
+        path = Path(ref)
+    else:
+        raise ValueError(f"unsupported image reference of type {type(ref).__name__}")
+    if path is not None:
+        if not path.is_absolute():
+            path = base / path
+        if not path.is_file():
+            raise ValueError(f"image file not found: {path}")
+        data = path.read_bytes()
+    if img is None:
+        assert data is not None
+        if len(data) > 132 and data[128:132] == b"DICM" or (path is not None and path.suffix.lower() == ".dcm"):
+            img = _dicom_to_pil(data)
+        else:
+            try:
+                img = Image.open(io.BytesIO(data))
+                img.load()
+            except Exception as e:
+                raise ValueError(f"unreadable image{f' {path}' if path else ''}: {e}") from None
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side))
+    return img
+
+
+def _dicom_to_pil(data: bytes) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(io.BytesIO(data))
+        arr = ds.pixel_array.astype(np.float64)
+    except Exception as e:
+        raise ValueError(f"unreadable DICOM: {e}") from None
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+        arr = arr[arr.shape[0] // 2]  # a multi-frame volume: take the middle slice
+    lo, hi = np.percentile(arr, [0.5, 99.5]) if arr.size else (0.0, 1.0)
+    arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def check_rows(rows: list[dict[str, Any]], base: Path, *, images: bool = True) -> list[Problem]:
+    """Every problem in the rows (missing fields, unknown or missing modality tags, empty answers, unreadable
+    images), with 1-based row numbers."""
+    known = set(MODALITY_TAGS)
+    problems: list[Problem] = []
+    for i, row in enumerate(rows, 1):
+        q = row.get("problem")
+        if q is None:
+            problems.append(Problem(i, "problem", "missing"))
+        elif not isinstance(q, str) or not q.strip():
+            problems.append(Problem(i, "problem", "empty"))
+        sol = row.get("solution", row.get("ground_truth"))
+        if sol is None:
+            problems.append(Problem(i, "solution", "missing"))
+        elif not isinstance(sol, str) or not sol.strip():
+            problems.append(Problem(i, "solution", "empty"))
+        else:
+            m = _TAG_RE.match(sol)
+            if m is None:
+                problems.append(Problem(i, "solution", f"no leading modality tag in {sol[:40]!r} (want '<TAG> answer')"))
+            else:
+                tag = m.group(1).strip().upper()
+                if tag not in known:
+                    problems.append(Problem(i, "solution", f"unknown modality tag <{m.group(1)}>"))
+                if not m.group(2).strip():
+                    problems.append(Problem(i, "solution", "empty answer after the tag"))
+        raw = row.get("image", row.get("images"))
+        if raw is not None and not isinstance(raw, (list, tuple, str, dict, bytes)):
+            problems.append(Problem(i, "image", f"expected a list of images, got {type(raw).__name__}"))
+            continue
+        if images:
+            for j, ref in enumerate(_images_of(row)):
+                try:
+                    load_image(ref, base)
+                except ValueError as e:
+                    problems.append(Problem(i, f"image[{j}]", str(e)))
+    return problems
+
+
+def to_training_rows(
+    rows: list[dict[str, Any]],
+    base: Path,
+    *,
+    vision: bool,
+    reasoning_tag: str = "think",
+    system_prompt: str = "",
+    image_max_side: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows the trainer reads: ``prompt`` (chat messages), ``solution`` and, for vision models, ``images``."""
+    from medix_r1.train.prompt import build_prompt
+
+    out = []
+    for row in rows:
+        imgs = [load_image(r, base, image_max_side) for r in _images_of(row)] if vision else []
+        item: dict[str, Any] = {
+            "prompt": build_prompt(
+                row["problem"], len(imgs), vision=vision, reasoning_tag=reasoning_tag, system_prompt=system_prompt
+            ),
+            "solution": row.get("solution", row.get("ground_truth")),
+        }
+        if vision:
+            item["images"] = imgs
+        out.append(item)
+    return out

@@ -1,0 +1,255 @@
+"""Run one training job from a RunConfig: check the data, load the policy on the chosen backend, build the
+composite reward, train with MedixGRPOTrainer, and leave the adapter, ``metrics.jsonl`` (one row per step with
+every reward component and monitor) and a chart in ``train.output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medix_r1.train.config import RunConfig, _to_dict
+from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
+
+__all__ = ["METRICS_FILE", "build_reward", "last_checkpoint", "prepare_rows", "run_training"]
+
+METRICS_FILE = "metrics.jsonl"
+CHART_FILE = "reward_components.png"
+ADAPTER_DIR = "adapter"
+
+
+class StructureOnlyReward:
+    """Development stand-in used only when ``medix_r1.rewards.composite`` is not installed: the format and
+    modality parts of the MediX-R1 reward (no judge, no embedder). Picklable; exposes ``last_scores``."""
+
+    __name__ = "structure_only"
+
+    def __init__(self, mode: str = "strict") -> None:
+        self.mode = mode
+        self.last_scores: list[dict[str, Any]] = []
+
+    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
+        from medix_r1.rewards.structure import analyze
+        from medix_r1.train.monitors import completion_text
+
+        texts = [completion_text(c) for c in completions]
+        sols = kwargs.get("solution") or kwargs.get("ground_truth") or [""] * len(texts)
+        st = analyze(texts, sols, self.mode)
+        out: list[float | None] = []
+        self.last_scores = []
+        for i in range(len(texts)):
+            mod = None if math.isnan(st.modality[i]) else float(st.modality[i])
+            overall = 0.5 * float(st.format[i]) + 0.5 * (mod if mod is not None else float(st.format[i]))
+            self.last_scores.append(
+                {"overall": overall, "format": float(st.format[i]), "modality": mod, "accuracy_llm": None,
+                 "accuracy_embed": None, "answer": st.answers[i], "errors": []}  # fmt: skip
+            )
+            out.append(overall)
+        return out
+
+
+def build_reward(cfg: RunConfig) -> Any:
+    try:
+        from medix_r1.rewards.composite import CompositeReward
+    except ImportError:
+        print("medix: warning: medix_r1.rewards.composite is not available; training on the format and modality "
+              "rewards only", file=sys.stderr)  # fmt: skip
+        return StructureOnlyReward()
+    reward = CompositeReward(cfg.reward)
+    if not hasattr(reward, "__name__"):
+        try:
+            reward.__name__ = "medix_composite"  # TRL names the reward column after it
+        except AttributeError:
+            pass
+    return reward
+
+
+def prepare_rows(cfg: RunConfig, *, report: Callable[[str], None] = print) -> tuple[list[dict], Path]:
+    """Load and check the dataset; refuse bad rows unless ``data.skip_bad`` (then skip and report them)."""
+    if not cfg.data.path:
+        raise DataError("data.path is not set (a local JSONL, Parquet, image folder or save_to_disk directory)")
+    rows, base = load_rows(cfg.data.path)
+    if cfg.data.max_samples:
+        rows = rows[: cfg.data.max_samples]
+    problems = check_rows(rows, base)
+    if problems:
+        listing = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        if not cfg.data.skip_bad:
+            raise DataError(
+                f"{cfg.data.path}: {len(problems)} problem(s) in {len({p.row for p in problems})} row(s):\n"
+                f"{listing}{more}\nFix them, or pass --data.skip_bad=true to skip those rows."
+            )
+        bad = {p.row for p in problems}
+        rows = [r for i, r in enumerate(rows, 1) if i not in bad]
+        report(f"medix: skipping {len(bad)} bad row(s) of {len(rows) + len(bad)}:\n{listing}{more}")
+    if not rows:
+        raise DataError(f"{cfg.data.path}: no usable rows")
+    return rows, base
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    ckpts = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    # A checkpoint counts once its trainer state is written (the last file the Trainer saves).
+    ckpts = [p for p in ckpts if (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def _truncate_metrics(path: Path, max_step: int) -> None:
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= max_step:
+                keep.append(line)
+        except ValueError:
+            continue  # a torn last line from a kill
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def _fmt(v: Any) -> str:
+    return "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _make_callbacks(out: Path, max_steps: int, echo: Callable[[str], None] | None) -> list[Any]:
+    from transformers import TrainerCallback
+
+    metrics_path = out / METRICS_FILE
+
+    class MetricsCallback(TrainerCallback):
+        """One JSONL row per optimizer step, flushed at once so a killed run keeps what it logged."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+            if not logs or not state.is_world_process_zero or "train_runtime" in logs:
+                return
+            row = {"step": state.global_step, **{k: _clean(v) for k, v in logs.items()}}
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+            if echo is not None:
+                echo(
+                    f"step {state.global_step:>4}/{max_steps}  overall {_fmt(row.get('reward/overall'))}  "
+                    f"format {_fmt(row.get('reward/format'))}  llm {_fmt(row.get('reward/accuracy_llm'))}  "
+                    f"embed {_fmt(row.get('reward/accuracy_embed'))}  modality {_fmt(row.get('reward/modality'))}  "
+                    f"| len {_fmt(row.get('monitor/completion_length'))}  "
+                    f"degenerate {_fmt(row.get('monitor/degenerate_groups'))}  "
+                    f"disagree {_fmt(row.get('monitor/judge_embed_disagreement'))}  "
+                    f"repeated {_fmt(row.get('monitor/repeated_answers'))}"
+                )
+
+    return [MetricsCallback()]
+
+
+def run_training(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    echo: Callable[[str], None] | None = print,
+    on_batch: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train; returns paths of the outputs and the number of steps done."""
+    import yaml
+
+    from medix_r1.train.backends import grpo_args, load_policy, select_backend
+
+    out = Path(cfg.train.output_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = last_checkpoint(out)
+    if overwrite:
+        for p in out.glob("checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        ckpt = None
+    elif ckpt is not None and not resume:
+        raise FileExistsError(
+            f"{out} already holds checkpoints (last: {ckpt.name}); pass --resume to continue that run, or choose "
+            "another train.output_dir"
+        )
+    if resume and ckpt is None and echo:
+        echo(f"medix: no checkpoint in {out} yet; starting from step 0")
+    metrics_path = out / METRICS_FILE
+    if ckpt is not None:
+        _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
+    elif not resume:
+        metrics_path.unlink(missing_ok=True)
+    (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+
+    backend = select_backend(cfg)
+    if backend.notice and echo:
+        echo(backend.notice)
+    import torch
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    rows, base = prepare_rows(cfg, report=echo or (lambda s: None))
+    model, proc, peft_cfg, vision = load_policy(cfg, backend)
+    if not vision and any(r.get("image") for r in rows) and echo:
+        echo("medix: warning: the policy is a text model; the rows' images are ignored")
+    train_rows = to_training_rows(
+        rows, base, vision=vision, reasoning_tag=cfg.data.reasoning_tag, system_prompt=cfg.data.system_prompt,
+        image_max_side=cfg.data.image_max_side,
+    )  # fmt: skip
+
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import GRPOConfig
+
+    from medix_r1.train.grpo import MedixGRPOTrainer
+
+    dataset = Dataset.from_list(train_rows)
+    args = GRPOConfig(**grpo_args(cfg, backend))
+    reward = build_reward(cfg)
+    trainer = MedixGRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=proc,
+        peft_config=peft_cfg,
+        callbacks=_make_callbacks(out, cfg.train.max_steps, echo),
+        medix={
+            "dynamic_sampling": cfg.algo.dynamic_sampling,
+            "dynamic_min_mean": cfg.algo.dynamic_min_mean,
+            "dynamic_max_mean": cfg.algo.dynamic_max_mean,
+            "dynamic_max_rounds": cfg.algo.dynamic_max_rounds,
+            "judge_retries": cfg.train.judge_retries,
+            "judge_retry_wait": cfg.train.judge_retry_wait,
+            "on_batch": on_batch,
+        },
+    )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+
+    adapter_dir = out / ADAPTER_DIR
+    trainer.model.save_pretrained(str(adapter_dir))
+    proc.save_pretrained(str(adapter_dir))
+    chart = None
+    if cfg.train.chart and metrics_path.is_file():
+        from medix_r1.train.plot import plot_metrics
+
+        chart = plot_metrics(metrics_path, out / CHART_FILE)
+    return {
+        "output_dir": out,
+        "adapter": adapter_dir,
+        "metrics": metrics_path,
+        "chart": chart,
+        "steps": trainer.state.global_step,
+        "backend": backend,
+    }
