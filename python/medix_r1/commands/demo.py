@@ -1,4 +1,4 @@
-"""`medix demo`: not implemented yet (see the issue that adds it)."""
+"""`medix demo`: a few minutes of offline MediX-R1 training on a CPU with tiny real models."""
 
 from __future__ import annotations
 
@@ -6,5 +6,41 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="(not implemented yet)")
-    p.set_defaults(group_parser=p)
+    p = sub.add_parser(
+        "demo",
+        help="train a tiny policy for a few minutes on CPU, offline (adapter, metrics.jsonl, chart)",
+        description="Trains SmolLM2-135M-Instruct with GRPO and the full MediX-R1 reward (llama.cpp judge, ONNX "
+        "embedder) on the bundled medical QA set, printing the reward components per step.",
+    )
+    p.add_argument("--out", default="medix-demo", help="output directory (default: ./medix-demo)")
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps (default 30)")
+    p.add_argument("--policy", help="policy GGUF or checkpoint dir (default: the test model)")
+    p.add_argument("--judge", help="judge GGUF (default: the test model)")
+    p.add_argument("--embedder", help="ONNX embedder directory (default: the test MiniLM, exported once)")
+    from medix_r1.train.config import add_override_options
+
+    add_override_options(p)
+    p.set_defaults(handler=_demo, group_parser=p)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import time
+
+    from medix_r1.cli import UserError
+    from medix_r1.errors import MissingModelError
+    from medix_r1.train.config import ConfigError, collect_overrides
+
+    if args.steps < 1:
+        raise UserError("--steps must be >= 1")
+    from medix_r1.train.demo import find_test_models, run_demo
+
+    try:
+        models = find_test_models(args.policy, args.judge, args.embedder)
+        t0 = time.perf_counter()
+        result = run_demo(args.out, args.steps, models, collect_overrides(args))
+    except (MissingModelError, ConfigError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    dt = time.perf_counter() - t0
+    print(f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "
+          f"metrics {result['metrics']}, chart {result['chart']}")  # fmt: skip
+    return 0

@@ -1,4 +1,4 @@
-"""`medix train`: not implemented yet (see the issue that adds it)."""
+"""`medix train`: RL-train a medical (vision-)language model from one YAML file plus dotted overrides."""
 
 from __future__ import annotations
 
@@ -6,5 +6,55 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not implemented yet)")
-    p.set_defaults(group_parser=p)
+    p = sub.add_parser(
+        "train",
+        help="train with GRPO / DAPO / GSPO / Dr. GRPO and the MediX-R1 reward",
+        description="Train from a YAML run file. Any option can be overridden as --section.key=value "
+        "(e.g. --train.max_steps=10 --reward.judge.model=judge.gguf); --print-config lists them all.",
+    )
+    p.add_argument("--config", help="YAML run file (sections model, data, algo, lora, reward, train)")
+    p.add_argument("--print-config", action="store_true", help="print every option with its default and help")
+    p.add_argument("--plan", action="store_true", help="print the commands to run this config on the GPUs seen")
+    p.add_argument("--gpus", type=int, default=None, help="with --plan: plan for this many GPUs instead")
+    p.add_argument("--strategy", choices=["zero3", "fsdp"], default="zero3", help="with --plan: sharding for 3+ GPUs")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.output_dir")
+    from medix_r1.train.config import add_override_options
+
+    add_override_options(p)
+    p.set_defaults(handler=_train, group_parser=p)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medix_r1.cli import UserError
+    from medix_r1.errors import MissingModelError
+    from medix_r1.train.config import ConfigError, collect_overrides, load_config, render_config
+
+    try:
+        cfg = load_config(args.config, collect_overrides(args))
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    if args.print_config:
+        print(render_config(cfg), end="")
+        return 0
+    if args.plan:
+        from medix_r1.train.plan import count_gpus, make_plan
+
+        n = args.gpus if args.gpus is not None else count_gpus()
+        print(make_plan(cfg, args.config, n, args.strategy), end="")
+        return 0
+    if not args.config:
+        raise UserError("--config FILE is required (see --print-config for the options)")
+    from medix_r1.train.data import DataError
+    from medix_r1.train.trainer import run_training
+
+    try:
+        result = run_training(cfg, resume=args.resume)
+    except (ConfigError, DataError, MissingModelError, FileExistsError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    except RuntimeError as e:
+        if type(e).__name__ in ("JudgeOutageError",) or "needs an NVIDIA GPU" in str(e) or "unsloth" in str(e):
+            raise UserError(str(e)) from None
+        raise
+    print(f"medix: {result['steps']} steps done; adapter in {result['adapter']}, metrics in {result['metrics']}"
+          + (f", chart {result['chart']}" if result["chart"] else ""))  # fmt: skip
+    return 0

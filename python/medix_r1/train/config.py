@@ -82,11 +82,14 @@ class DataConfig:
     skip_bad: bool = _f(False, "skip rows that fail `medix data check` (and report them) instead of refusing")
     reasoning_tag: str = _f("think", "think | thinking: the reasoning tag the prompt asks for")
     system_prompt: str = _f("", "replace the built-in medical format instruction (empty: built-in)")
+    few_shot: int = _f(0, "worked examples (0-2) shown as earlier chat turns; helps very small policies")
     image_max_side: int = _f(512, "resize images so their longer side is at most this (0: keep)")
 
     def __post_init__(self) -> None:
         if self.reasoning_tag not in ("think", "thinking"):
             raise ConfigError(f"data.reasoning_tag must be think or thinking, got {self.reasoning_tag!r}")
+        if not (0 <= self.few_shot <= 2):
+            raise ConfigError(f"data.few_shot must be 0, 1 or 2, got {self.few_shot}")
         if self.max_samples < 0 or self.image_max_side < 0:
             raise ConfigError("data.max_samples and data.image_max_side must be >= 0")
 
@@ -276,9 +279,15 @@ def _parse_value(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        value = yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -352,3 +361,70 @@ def render_config(cfg: RunConfig | None = None) -> str:
 
 def replace(cfg: Any, **changes: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
+
+
+def _dataclass_in(tp: Any) -> Any:
+    """The dataclass inside an annotation such as ``JudgeConfig | None``, else None."""
+    import typing
+
+    if is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if is_dataclass(arg):
+            return arg
+    return None
+
+
+def _keys_of(cls: Any, prefix: str, out: list[str], depth: int = 0) -> None:
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: fall back to the declared defaults
+        hints = {}
+    for f in fields(cls):
+        sub = _dataclass_in(hints.get(f.name))
+        if sub is None and f.default_factory is not MISSING:  # type: ignore[misc]
+            try:
+                val = f.default_factory()  # type: ignore[misc]
+                sub = type(val) if is_dataclass(val) else None
+            except Exception:
+                sub = None
+        if sub is not None and depth < 3:
+            _keys_of(sub, f"{prefix}{f.name}.", out, depth + 1)
+        else:
+            out.append(prefix + f.name)
+
+
+def option_keys() -> list[str]:
+    """Every dotted option (``train.max_steps``, ``reward.judge.model``, ...), for the command-line parser."""
+    out: list[str] = []
+    for name, cls in _SECTIONS.items():
+        _keys_of(cls, f"{name}.", out)
+    try:
+        _keys_of(_reward_config_cls(), "reward.", out)
+    except ImportError:
+        out += [f"reward.{k}" for k in _REWARD_KEYS]
+    return out
+
+
+# The reward's documented options, registered when medix_r1.rewards.composite cannot be imported (so the parser
+# still accepts them and the error comes from the reward itself).
+_REWARD_KEYS = (
+    "mode", "format_weight", "llm_weight", "embed_weight", "modality_weight", "soft_judge",
+    "max_unscorable_fraction", "judge.model", "judge.url", "judge.name", "judge.n_ctx", "judge.n_gpu_layers",
+    "judge.n_threads", "judge.concurrency", "judge.timeout", "judge.max_retries", "judge.cache_size",
+    "embed.model", "embed.backend", "embed.threshold", "embed.soft", "embed.batch_size", "embed.threads",
+)  # fmt: skip
+
+
+def add_override_options(parser: Any) -> None:
+    """Register ``--section.key`` for every option (hidden from --help; --print-config documents them)."""
+    import argparse
+
+    for key in option_keys():
+        parser.add_argument(f"--{key}", dest=f"ov__{key}", default=None, metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def collect_overrides(args: Any) -> list[str]:
+    return [f"--{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("ov__") and v is not None]

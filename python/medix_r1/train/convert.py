@@ -16,6 +16,7 @@ from medix_r1.errors import check_model_path
 __all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint"]
 
 _MARKER = "medix_converted.json"
+_FORMAT = 2  # bump when the conversion changes, so cached checkpoints are redone
 
 
 def default_policy_cache() -> Path:
@@ -43,7 +44,7 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
     marker = out / _MARKER
     if marker.is_file() and is_checkpoint(out):
         info = json.loads(marker.read_text())
-        if info.get("source") == str(src) and info.get("size") == src.stat().st_size:
+        if (info.get("source"), info.get("size"), info.get("format")) == (str(src), src.stat().st_size, _FORMAT):
             return out
 
     import torch
@@ -57,7 +58,13 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
         model = AutoModelForCausalLM.from_pretrained(
             str(src.parent), gguf_file=src.name, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
         )
-        if tok.pad_token is None:
+        # Some GGUF tokenizers come back with the wrong special tokens (SmolLM2's eos reads as <|im_start|>); the
+        # model config's eos id is the one the chat template ends a turn with, so it wins.
+        eos_id = model.config.eos_token_id
+        eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
+        if isinstance(eos_id, int) and 0 <= eos_id < len(tok) and tok.eos_token_id != eos_id:
+            tok.eos_token = tok.convert_ids_to_tokens(eos_id)
+        if tok.pad_token is None or tok.pad_token_id == tok.bos_token_id:
             tok.pad_token = tok.eos_token
         # The loaded model still carries the GGUF "quantization" marker that save_pretrained refuses; rebuild a
         # plain model from the same config and copy the (already dequantised) weights into it.
@@ -71,7 +78,7 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
             plain.generation_config = model.generation_config
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype}))
+        (tmp / _MARKER).write_text(json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype, "format": _FORMAT}))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

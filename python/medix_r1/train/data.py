@@ -240,6 +240,7 @@ def to_training_rows(
     reasoning_tag: str = "think",
     system_prompt: str = "",
     image_max_side: int = 0,
+    few_shot: int = 0,
 ) -> list[dict[str, Any]]:
     """Rows the trainer reads: ``prompt`` (chat messages), ``solution`` and, for vision models, ``images``."""
     from medix_r1.train.prompt import build_prompt
@@ -249,7 +250,8 @@ def to_training_rows(
         imgs = [load_image(r, base, image_max_side) for r in _images_of(row)] if vision else []
         item: dict[str, Any] = {
             "prompt": build_prompt(
-                row["problem"], len(imgs), vision=vision, reasoning_tag=reasoning_tag, system_prompt=system_prompt
+                row["problem"], len(imgs), vision=vision, reasoning_tag=reasoning_tag, system_prompt=system_prompt,
+                few_shot=few_shot,
             ),
             "solution": row.get("solution", row.get("ground_truth")),
         }

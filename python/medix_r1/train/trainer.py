@@ -203,7 +203,7 @@ def run_training(
         echo("medix: warning: the policy is a text model; the rows' images are ignored")
     train_rows = to_training_rows(
         rows, base, vision=vision, reasoning_tag=cfg.data.reasoning_tag, system_prompt=cfg.data.system_prompt,
-        image_max_side=cfg.data.image_max_side,
+        image_max_side=cfg.data.image_max_side, few_shot=cfg.data.few_shot,
     )  # fmt: skip
 
     from datasets import Dataset

@@ -1,0 +1,111 @@
+"""``medix train --plan``: the exact commands to run a config on the GPUs this machine has (or a given count).
+
+0 GPUs: the CPU fallback. 1 GPU: Unsloth QLoRA, judge in-process (llama.cpp) or on `medix judge serve`.
+2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for the judge,
+one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP). The EasyR1
+route is described for 8-GPU full fine-tuning as the authors did it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from medix_r1.train.config import RunConfig
+
+__all__ = ["accelerate_config", "count_gpus", "make_plan"]
+
+
+def count_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
+
+
+def accelerate_config(n_processes: int, strategy: str = "zero3") -> str:
+    """An accelerate config file for ``n_processes`` GPUs with DeepSpeed ZeRO-3 or FSDP."""
+    head = f"compute_environment: LOCAL_MACHINE\nmachine_rank: 0\nnum_machines: 1\nnum_processes: {n_processes}\n"
+    if strategy == "fsdp":
+        return head + (
+            "distributed_type: FSDP\nmixed_precision: bf16\nfsdp_config:\n  fsdp_version: 2\n"
+            "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP\n  fsdp_state_dict_type: SHARDED_STATE_DICT\n"
+            "  fsdp_cpu_ram_efficient_loading: true\n  fsdp_reshard_after_forward: true\n"
+        )
+    return head + (
+        "distributed_type: DEEPSPEED\nmixed_precision: bf16\ndeepspeed_config:\n  zero_stage: 3\n"
+        "  zero3_init_flag: true\n  zero3_save_16bit_model: true\n  offload_optimizer_device: none\n"
+        "  offload_param_device: none\n"
+    )
+
+
+def _judge_model(cfg: RunConfig) -> str:
+    judge = getattr(cfg.reward, "judge", None)
+    if isinstance(cfg.reward, dict):
+        judge = cfg.reward.get("judge")
+    model = judge.get("model") if isinstance(judge, dict) else getattr(judge, "model", None)
+    return str(model) if model else "/models/Qwen3-4B-Instruct-2507"
+
+
+def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: str = "zero3") -> str:
+    cfg_arg = f"--config {shlex.quote(config_path)}" if config_path else "--config run.yaml"
+    policy = cfg.model.path or "/models/policy"
+    judge = _judge_model(cfg)
+    judge_is_gguf = judge.endswith(".gguf")
+    out: list[str] = [f"# medix train plan for {n_gpus} GPU(s): {cfg.algo.name}, policy {policy}"]
+    if n_gpus == 0:
+        out += [
+            "# No NVIDIA GPU: training falls back to transformers + PEFT LoRA on the CPU (small models only).",
+            f"medix train {cfg_arg}",
+        ]
+    elif n_gpus == 1:
+        out += [
+            "# One GPU: Unsloth 4-bit QLoRA + TRL GRPOTrainer (pip install 'medix-r1[train,gpu]').",
+            "# Judge in-process: a quantized GGUF through llama.cpp shares the GPU (reward.judge.model=<file>.gguf,",
+            "# reward.judge.n_gpu_layers=-1). Or serve it once and point the reward at it:",
+            f"#   medix judge serve --model {shlex.quote(judge)} --port 8001 &",
+            f"medix train {cfg_arg}" + ("" if judge_is_gguf else " --reward.judge.url=http://127.0.0.1:8001/v1"),
+        ]
+    elif n_gpus == 2:
+        out += [
+            "# GPU 1: the judge on vLLM (OpenAI-compatible).",
+            f"CUDA_VISIBLE_DEVICES=1 vllm serve {shlex.quote(judge)} --port 8001 --max-model-len 4096 "
+            "--gpu-memory-utilization 0.9 &",
+            "# GPU 0: training, with vLLM rollouts colocated in the same process.",
+            f"CUDA_VISIBLE_DEVICES=0 medix train {cfg_arg} --train.use_vllm=true --train.vllm_mode=colocate "
+            "--train.vllm_gpu_memory_utilization=0.3 --reward.judge.url=http://127.0.0.1:8001/v1",
+        ]
+    else:
+        n_train = n_gpus - 2
+        train_ids = ",".join(str(i) for i in range(n_train))
+        rollout_gpu, judge_gpu = n_gpus - 2, n_gpus - 1
+        acc = f"accelerate_{strategy}_{n_train}.yaml"
+        out += [
+            f"# GPUs {train_ids}: training ({n_train} processes, {'DeepSpeed ZeRO-3' if strategy == 'zero3' else 'FSDP'}),"
+            f" GPU {rollout_gpu}: rollouts on `trl vllm-serve`, GPU {judge_gpu}: the judge on `vllm serve`.",
+            f"cat > {acc} <<'EOF'",
+            accelerate_config(n_train, strategy).rstrip(),
+            "EOF",
+            f"CUDA_VISIBLE_DEVICES={judge_gpu} vllm serve {shlex.quote(judge)} --port 8001 --max-model-len 4096 &",
+            f"CUDA_VISIBLE_DEVICES={rollout_gpu} trl vllm-serve --model {shlex.quote(policy)} --port 8000 &",
+            f"CUDA_VISIBLE_DEVICES={train_ids} accelerate launch --config_file {acc} -m medix_r1.cli train "
+            f"{cfg_arg} --train.backend=transformers --train.use_vllm=true --train.vllm_mode=server "
+            "--train.vllm_server_port=8000 --reward.judge.url=http://127.0.0.1:8001/v1",
+            "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights and optimizer).",
+        ]
+    if n_gpus >= 1:
+        out += [
+            "",
+            "# EasyR1 route (the authors' 8-GPU recipe; verl workers, full fine-tuning): in the EasyR1 config set",
+            "#   worker.reward.reward_function=<site-packages>/medix_r1/integrations/easyr1.py:compute_score",
+            "#   algorithm.adv_estimator=grpo, worker.rollout.n=5, data.max_response_length=4096,",
+            "#   worker.actor.optim.lr=1.0e-6, algorithm.kl_coef=1.0e-2 (DAPO: disable_kl, clip 0.2/0.28, online filter)",
+            "# and serve the judge as above; see medix_r1/integrations/easyr1.py for how it reads the judge settings.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def default_config_path(path: str | Path | None) -> str | None:
+    return str(path) if path else None

@@ -1,0 +1,109 @@
+"""`medix data check` and the loader on good and broken datasets (JSONL, Parquet, image folder, save_to_disk)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medix_r1.cli import main
+from medix_r1.train.data import DataError, check_rows, demo_dataset_path, load_image, load_rows
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def png(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "ok.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(p)
+    return p
+
+
+def test_bundled_demo_set_is_clean():
+    rows, base = load_rows(demo_dataset_path())
+    assert 32 <= len(rows) <= 64
+    assert check_rows(rows, base) == []
+
+
+def test_broken_rows_are_reported_with_row_numbers(tmp_path, png):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+    p = _write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"image": ["ok.png"], "problem": "fine?", "solution": "<CT_SCAN> fine"},
+            {"image": [], "solution": "<CT_SCAN> x"},
+            {"image": [], "problem": "q", "solution": "<NOT_A_TAG> x"},
+            {"image": [], "problem": "q", "solution": "<MRI_SCAN>   "},
+            {"image": ["missing.png"], "problem": "q", "solution": "<X_RAY> a"},
+            {"image": ["corrupt.png"], "problem": "q", "solution": "<X_RAY> a"},
+            {"image": [], "problem": "q", "solution": "no tag here"},
+            {"image": [], "problem": "  ", "solution": ""},
+        ],
+    )
+    rows, base = load_rows(p)
+    probs = [str(x) for x in check_rows(rows, base)]
+    assert not any(s.startswith("row 1:") for s in probs)
+    assert "row 2: problem: missing" in probs
+    assert any(s.startswith("row 3: solution: unknown modality tag <NOT_A_TAG>") for s in probs)
+    assert "row 4: solution: empty answer after the tag" in probs
+    assert any(s.startswith("row 5: image[0]: image file not found") for s in probs)
+    assert any(s.startswith("row 6: image[0]: unreadable image") for s in probs)
+    assert any(s.startswith("row 7: solution: no leading modality tag") for s in probs)
+    assert "row 8: problem: empty" in probs and "row 8: solution: empty" in probs
+
+
+def test_cli_check(tmp_path, capsys, png):
+    good = _write_jsonl(tmp_path / "good.jsonl", [{"image": ["ok.png"], "problem": "q", "solution": "<X_RAY> a"}])
+    assert main(["data", "check", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"image": [], "problem": "q", "solution": "<FOO> a"}])
+    assert main(["data", "check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "row 1: solution: unknown modality tag <FOO>" in out and "--data.skip_bad=true" in out
+    assert main(["data", "check", str(tmp_path / "nope.jsonl")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_dicom_images_load():
+    from pydicom.data import get_testdata_file
+
+    img = load_image(get_testdata_file("CT_small.dcm"), base=demo_dataset_path().parent, max_side=32)
+    assert img.mode == "RGB" and max(img.size) <= 32
+
+
+def test_parquet_image_folder_and_save_to_disk(tmp_path, png):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    rows = [{"image": [{"bytes": png.read_bytes(), "path": None}], "problem": "q", "solution": "<X_RAY> a"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    got, base = load_rows(tmp_path / "d.parquet")
+    assert check_rows(got, base) == []
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png.read_bytes())
+    _write_jsonl(folder / "metadata.jsonl", [{"file_name": "a.png", "problem": "q", "solution": "<CT_SCAN> a"}])
+    got, base = load_rows(folder)
+    assert got[0]["image"] == ["a.png"] and check_rows(got, base) == []
+
+    from PIL import Image
+
+    ds = Dataset.from_list([{"image": [Image.open(png)], "problem": "q", "solution": "<X_RAY> a"}])
+    ds.save_to_disk(str(tmp_path / "saved"))
+    got, base = load_rows(tmp_path / "saved")
+    assert len(got) == 1 and check_rows(got, base) == []
+
+
+def test_unsupported_inputs(tmp_path):
+    with pytest.raises(DataError, match="never downloads"):
+        load_rows(tmp_path / "hub/dataset")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported"):
+        load_rows(tmp_path / "x.csv")
