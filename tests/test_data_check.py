@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from medix_r1.cli import main
 from medix_r1.train.data import DataError, check_rows, demo_dataset_path, load_image, load_rows
 
@@ -58,7 +57,9 @@ def test_broken_rows_are_reported_with_row_numbers(tmp_path, png):
 
 
 def test_cli_check(tmp_path, capsys, png):
-    good = _write_jsonl(tmp_path / "good.jsonl", [{"image": ["ok.png"], "problem": "q", "solution": "<X_RAY> a"}])
+    good = _write_jsonl(
+        tmp_path / "good.jsonl", [{"image": ["ok.png"], "problem": "q", "solution": "<X_RAY> a"}]
+    )
     assert main(["data", "check", str(good)]) == 0
     assert "OK" in capsys.readouterr().out
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"image": [], "problem": "q", "solution": "<FOO> a"}])
@@ -89,7 +90,9 @@ def test_parquet_image_folder_and_save_to_disk(tmp_path, png):
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "a.png").write_bytes(png.read_bytes())
-    _write_jsonl(folder / "metadata.jsonl", [{"file_name": "a.png", "problem": "q", "solution": "<CT_SCAN> a"}])
+    _write_jsonl(
+        folder / "metadata.jsonl", [{"file_name": "a.png", "problem": "q", "solution": "<CT_SCAN> a"}]
+    )
     got, base = load_rows(folder)
     assert got[0]["image"] == ["a.png"] and check_rows(got, base) == []
 

@@ -1,13 +1,26 @@
-"""Run configuration: presets, validation, YAML + dotted overrides, --print-config, the GPU plan, backend choice
+"""Run configuration: presets, validation, YAML + dotted overrides, --print-config, the GPU plan, backend
+choice
 and the Unsloth / TRL kwargs (no GPU needed)."""
 
 from __future__ import annotations
 
 import pytest
-
 from medix_r1.cli import main
-from medix_r1.train.backends import Backend, grpo_args, select_backend, unsloth_load_kwargs, unsloth_peft_kwargs
-from medix_r1.train.config import ConfigError, RunConfig, apply_overrides, load_config, option_keys, render_config
+from medix_r1.train.backends import (
+    Backend,
+    grpo_args,
+    select_backend,
+    unsloth_load_kwargs,
+    unsloth_peft_kwargs,
+)
+from medix_r1.train.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    load_config,
+    option_keys,
+    render_config,
+)
 from medix_r1.train.plan import accelerate_config, make_plan
 
 
@@ -15,7 +28,16 @@ from medix_r1.train.plan import accelerate_config, make_plan
     ("name", "expect"),
     [
         ("grpo", {"beta": 0.01, "loss_type": "grpo", "scale_rewards": "group", "dynamic_sampling": False}),
-        ("dapo", {"beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.28, "loss_type": "dapo", "dynamic_sampling": True}),
+        (
+            "dapo",
+            {
+                "beta": 0.0,
+                "epsilon": 0.2,
+                "epsilon_high": 0.28,
+                "loss_type": "dapo",
+                "dynamic_sampling": True,
+            },
+        ),
         ("gspo", {"importance_sampling_level": "sequence", "beta": 0.0}),
         ("dr_grpo", {"scale_rewards": "none", "loss_type": "dr_grpo"}),
     ],
@@ -104,7 +126,9 @@ def test_plan_for_gpu_counts(n):
     elif n == 2:
         assert "vllm_mode=colocate" in plan and "CUDA_VISIBLE_DEVICES=1 vllm serve /models/judge" in plan
     else:
-        assert "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5 accelerate launch --config_file accelerate_zero3_6.yaml" in plan
+        assert (
+            "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5 accelerate launch --config_file accelerate_zero3_6.yaml" in plan
+        )
         assert "CUDA_VISIBLE_DEVICES=6 trl vllm-serve --model /models/qwen3-vl-2b" in plan
         assert "CUDA_VISIBLE_DEVICES=7 vllm serve /models/judge" in plan
         assert "zero_stage: 3" in plan and "num_processes: 6" in plan
@@ -136,7 +160,9 @@ def test_backend_selection():
 
 
 def test_unsloth_kwargs_text_and_vision():
-    cfg = load_config(None, ["--lora.r=8", "--lora.alpha=16", "--train.seed=3", "--model.max_seq_length=4096"])
+    cfg = load_config(
+        None, ["--lora.r=8", "--lora.alpha=16", "--train.seed=3", "--model.max_seq_length=4096"]
+    )
     gpu = Backend("unsloth", "cuda", True)
     kw = unsloth_load_kwargs(cfg, "/m", gpu, vision=False)
     assert kw["model_name"] == "/m" and kw["load_in_4bit"] is True and kw["max_seq_length"] == 4096
@@ -165,7 +191,9 @@ def test_grpo_args_follow_the_algorithm(algo):
 
 
 def test_grpo_args_gpu_vllm():
-    cfg = load_config(None, ["--train.use_vllm=true", "--train.vllm_mode=server", "--train.vllm_server_port=8123"])
+    cfg = load_config(
+        None, ["--train.use_vllm=true", "--train.vllm_mode=server", "--train.vllm_server_port=8123"]
+    )
     kw = grpo_args(cfg, Backend("unsloth", "cuda", True))
     assert kw["bf16"] is True and kw["use_cpu"] is False
     assert kw["use_vllm"] and kw["vllm_mode"] == "server" and kw["vllm_server_port"] == 8123

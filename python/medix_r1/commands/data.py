@@ -10,9 +10,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(group_parser=p)
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     c = dsub.add_parser(
-        "check", help="report missing fields, unknown tags, empty answers and unreadable images, with row numbers"
+        "check",
+        help="report missing fields, unknown tags, empty answers and unreadable images, with row numbers",
     )
-    c.add_argument("path", help="JSONL / JSON / Parquet file, image folder with metadata.jsonl, or save_to_disk dir")
+    c.add_argument(
+        "path", help="JSONL / JSON / Parquet file, image folder with metadata.jsonl, or save_to_disk dir"
+    )
     c.add_argument("--no-images", action="store_true", help="skip opening the images (faster)")
     c.add_argument("--limit", type=int, default=50, help="print at most this many problems (default 50)")
     c.set_defaults(handler=_check)
@@ -27,7 +30,9 @@ def _check(args: argparse.Namespace) -> int:
     except DataError as e:
         raise UserError(str(e)) from None
     problems = check_rows(rows, base, images=not args.no_images)
-    n_img = sum(len(r.get("image") or []) if isinstance(r.get("image"), list) else 1 for r in rows if r.get("image"))
+    n_img = sum(
+        len(r.get("image") or []) if isinstance(r.get("image"), list) else 1 for r in rows if r.get("image")
+    )
     if not problems:
         print(f"{args.path}: {len(rows)} rows, {n_img} images: OK")
         return 0
@@ -36,6 +41,8 @@ def _check(args: argparse.Namespace) -> int:
     if len(problems) > args.limit:
         print(f"... and {len(problems) - args.limit} more")
     bad = len({p.row for p in problems})
-    print(f"{args.path}: {len(rows)} rows, {bad} bad ({len(problems)} problems). Training refuses this data unless "
-          "--data.skip_bad=true (then these rows are skipped).")  # fmt: skip
+    print(
+        f"{args.path}: {len(rows)} rows, {bad} bad ({len(problems)} problems). Training refuses this data unless "
+        "--data.skip_bad=true (then these rows are skipped)."
+    )
     return 1

@@ -41,6 +41,8 @@ def _demo(args: argparse.Namespace) -> int:
     except (MissingModelError, ConfigError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     dt = time.perf_counter() - t0
-    print(f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "
-          f"metrics {result['metrics']}, chart {result['chart']}")  # fmt: skip
+    print(
+        f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "
+        f"metrics {result['metrics']}, chart {result['chart']}"
+    )
     return 0

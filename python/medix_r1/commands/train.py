@@ -14,10 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="YAML run file (sections model, data, algo, lora, reward, train)")
     p.add_argument("--print-config", action="store_true", help="print every option with its default and help")
-    p.add_argument("--plan", action="store_true", help="print the commands to run this config on the GPUs seen")
+    p.add_argument(
+        "--plan", action="store_true", help="print the commands to run this config on the GPUs seen"
+    )
     p.add_argument("--gpus", type=int, default=None, help="with --plan: plan for this many GPUs instead")
-    p.add_argument("--strategy", choices=["zero3", "fsdp"], default="zero3", help="with --plan: sharding for 3+ GPUs")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.output_dir")
+    p.add_argument(
+        "--strategy", choices=["zero3", "fsdp"], default="zero3", help="with --plan: sharding for 3+ GPUs"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in train.output_dir"
+    )
     from medix_r1.train.config import add_override_options
 
     add_override_options(p)
@@ -52,9 +58,15 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, MissingModelError, FileExistsError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     except RuntimeError as e:
-        if type(e).__name__ in ("JudgeOutageError",) or "needs an NVIDIA GPU" in str(e) or "unsloth" in str(e):
+        if (
+            type(e).__name__ in ("JudgeOutageError",)
+            or "needs an NVIDIA GPU" in str(e)
+            or "unsloth" in str(e)
+        ):
             raise UserError(str(e)) from None
         raise
-    print(f"medix: {result['steps']} steps done; adapter in {result['adapter']}, metrics in {result['metrics']}"
-          + (f", chart {result['chart']}" if result["chart"] else ""))  # fmt: skip
+    print(
+        f"medix: {result['steps']} steps done; adapter in {result['adapter']}, metrics in {result['metrics']}"
+        + (f", chart {result['chart']}" if result["chart"] else "")
+    )
     return 0

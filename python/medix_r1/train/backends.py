@@ -1,4 +1,5 @@
-"""Where and how the policy is loaded: Unsloth 4-bit QLoRA on one NVIDIA GPU, transformers + PEFT LoRA otherwise
+"""Where and how the policy is loaded: Unsloth 4-bit QLoRA on one NVIDIA GPU, transformers + PEFT LoRA
+otherwise
 (CPU or a GPU without Unsloth). The kwargs builders are pure functions so they are unit-tested without a GPU;
 unsloth, bitsandbytes and torch are imported only inside the loaders.
 """
@@ -51,7 +52,9 @@ def select_backend(cfg: RunConfig, *, cuda: bool | None = None, unsloth: bool | 
     want_4bit = cfg.lora.load_in_4bit if cfg.lora.load_in_4bit is not None else device == "cuda"
     if device == "cpu":
         if t.backend == "unsloth":
-            raise RuntimeError("train.backend=unsloth needs an NVIDIA GPU; use train.backend=auto to fall back to CPU")
+            raise RuntimeError(
+                "train.backend=unsloth needs an NVIDIA GPU; use train.backend=auto to fall back to CPU"
+            )
         if want_4bit:
             raise RuntimeError("lora.load_in_4bit (QLoRA) needs a GPU (bitsandbytes); set it to false on CPU")
         notice = (
@@ -61,12 +64,18 @@ def select_backend(cfg: RunConfig, *, cuda: bool | None = None, unsloth: bool | 
         return Backend("transformers", "cpu", False, notice)
     if t.backend == "unsloth" or (t.backend == "auto" and unsloth):
         if not unsloth:
-            raise RuntimeError("train.backend=unsloth but unsloth is not installed: pip install 'medix-r1[gpu]'")
+            raise RuntimeError(
+                "train.backend=unsloth but unsloth is not installed: pip install 'medix-r1[gpu]'"
+            )
         return Backend("unsloth", "cuda", want_4bit)
-    notice = "" if t.backend == "transformers" else (
-        "medix: unsloth is not installed; training with transformers + PEFT on the GPU "
-        "(pip install 'medix-r1[gpu]' for Unsloth's faster, leaner QLoRA)."
-    )  # fmt: skip
+    notice = (
+        ""
+        if t.backend == "transformers"
+        else (
+            "medix: unsloth is not installed; training with transformers + PEFT on the GPU "
+            "(pip install 'medix-r1[gpu]' for Unsloth's faster, leaner QLoRA)."
+        )
+    )
     return Backend("transformers", "cuda", want_4bit, notice)
 
 
@@ -90,7 +99,9 @@ def is_vision_checkpoint(path: Path, kind: str = "auto") -> bool:
         conf = json.loads((Path(path) / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return "vision_config" in conf or any("Vision" in a or "ImageText" in a for a in conf.get("architectures", []))
+    return "vision_config" in conf or any(
+        "Vision" in a or "ImageText" in a for a in conf.get("architectures", [])
+    )
 
 
 def _dtype_name(cfg: RunConfig, backend: Backend) -> str:
@@ -99,7 +110,9 @@ def _dtype_name(cfg: RunConfig, backend: Backend) -> str:
     return "bfloat16" if backend.device == "cuda" else "float32"
 
 
-def unsloth_load_kwargs(cfg: RunConfig, path: str | Path, backend: Backend, *, vision: bool) -> dict[str, Any]:
+def unsloth_load_kwargs(
+    cfg: RunConfig, path: str | Path, backend: Backend, *, vision: bool
+) -> dict[str, Any]:
     """Arguments for ``FastLanguageModel.from_pretrained`` / ``FastVisionModel.from_pretrained``."""
     kw: dict[str, Any] = {
         "model_name": str(path),
@@ -112,7 +125,9 @@ def unsloth_load_kwargs(cfg: RunConfig, path: str | Path, backend: Backend, *, v
     if vision:
         kw["use_gradient_checkpointing"] = "unsloth" if cfg.train.gradient_checkpointing else False
     else:
-        kw["fast_inference"] = False  # rollouts through TRL's generate (or TRL's vLLM), not Unsloth's own vLLM
+        kw["fast_inference"] = (
+            False  # rollouts through TRL's generate (or TRL's vLLM), not Unsloth's own vLLM
+        )
         kw["max_lora_rank"] = cfg.lora.r
     return kw
 
@@ -146,12 +161,19 @@ def peft_lora_config(cfg: RunConfig, *, vision: bool) -> Any:
     lo = cfg.lora
     targets: Any = list(lo.target_modules)
     if vision and not lo.finetune_vision_layers:
-        # Only the language model's projections: a regex so the vision tower's q/k/v of the same name are left alone.
-        targets = r".*(?:language_model|text_model|model\.layers).*\.(?:" + "|".join(lo.target_modules) + r")$"
+        # Only the language model's projections: a regex so the vision tower's q/k/v of the same name are
+        # left alone.
+        targets = (
+            r".*(?:language_model|text_model|model\.layers).*\.(?:" + "|".join(lo.target_modules) + r")$"
+        )
     return LoraConfig(
-        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets, bias="none",
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=targets,
+        bias="none",
         task_type="CAUSAL_LM",
-    )  # fmt: skip
+    )
 
 
 def grpo_args(cfg: RunConfig, backend: Backend) -> dict[str, Any]:
@@ -234,7 +256,10 @@ def load_policy(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, Any, bool]:
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
         )
     if vision:
         from transformers import AutoModelForImageTextToText
@@ -253,6 +278,8 @@ def load_policy(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, Any, bool]:
     if backend.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
     peft_cfg = peft_lora_config(cfg, vision=vision) if cfg.lora.enabled else None
     return model, proc, peft_cfg, vision

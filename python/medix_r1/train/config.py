@@ -1,4 +1,5 @@
-"""The training run's configuration: one dataclass per concern, loaded from YAML plus dotted command-line overrides.
+"""The training run's configuration: one dataclass per concern, loaded from YAML plus dotted command-line
+overrides.
 
 Every field carries a help string (``medix train --print-config`` prints them with the defaults). Algorithm
 presets (GRPO, DAPO, GSPO, Dr. GRPO) fill whatever the user left unset, so a YAML only names what it changes.
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
 
-def _f(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:  # noqa: A002
+def _f(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:
     if factory is not MISSING:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -39,28 +40,50 @@ def _f(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any
 # name -> preset of the fields left as None in AlgoConfig. Names follow TRL's (loss_type, scale_rewards, ...).
 ALGORITHMS: dict[str, dict[str, Any]] = {
     "grpo": dict(
-        beta=0.01, epsilon=0.2, epsilon_high=0.2, loss_type="grpo", scale_rewards="group",
-        importance_sampling_level="token", dynamic_sampling=False,
+        beta=0.01,
+        epsilon=0.2,
+        epsilon_high=0.2,
+        loss_type="grpo",
+        scale_rewards="group",
+        importance_sampling_level="token",
+        dynamic_sampling=False,
     ),
     "dapo": dict(
-        beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", scale_rewards="group",
-        importance_sampling_level="token", dynamic_sampling=True,
+        beta=0.0,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="dapo",
+        scale_rewards="group",
+        importance_sampling_level="token",
+        dynamic_sampling=True,
     ),
     # GSPO's sequence-level ratio is much closer to 1 than a token's, hence its far narrower clip range.
     "gspo": dict(
-        beta=0.0, epsilon=3e-4, epsilon_high=4e-4, loss_type="grpo", scale_rewards="group",
-        importance_sampling_level="sequence", dynamic_sampling=False,
+        beta=0.0,
+        epsilon=3e-4,
+        epsilon_high=4e-4,
+        loss_type="grpo",
+        scale_rewards="group",
+        importance_sampling_level="sequence",
+        dynamic_sampling=False,
     ),
     "dr_grpo": dict(
-        beta=0.0, epsilon=0.2, epsilon_high=0.2, loss_type="dr_grpo", scale_rewards="none",
-        importance_sampling_level="token", dynamic_sampling=False,
+        beta=0.0,
+        epsilon=0.2,
+        epsilon_high=0.2,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        importance_sampling_level="token",
+        dynamic_sampling=False,
     ),
-}  # fmt: skip
+}
 
 
 @dataclass
 class ModelConfig:
-    path: str = _f("", "base model: a local transformers checkpoint directory or a .gguf file (converted once)")
+    path: str = _f(
+        "", "base model: a local transformers checkpoint directory or a .gguf file (converted once)"
+    )
     kind: str = _f("auto", "auto | text | vision: whether the model takes images (auto: read its config)")
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: float32 on CPU, bfloat16 on GPU)")
     max_seq_length: int = _f(2048, "longest prompt + completion in tokens (Unsloth's max_seq_length)")
@@ -77,7 +100,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str = _f("", "training data: JSONL, Parquet, an image folder with metadata.jsonl, or a save_to_disk dir")
+    path: str = _f(
+        "", "training data: JSONL, Parquet, an image folder with metadata.jsonl, or a save_to_disk dir"
+    )
     max_samples: int = _f(0, "use at most this many rows (0: all)")
     skip_bad: bool = _f(False, "skip rows that fail `medix data check` (and report them) instead of refusing")
     reasoning_tag: str = _f("think", "think | thinking: the reasoning tag the prompt asks for")
@@ -106,9 +131,13 @@ class AlgoConfig:
     epsilon: float | None = _f(None, "lower clip range of the importance ratio")
     epsilon_high: float | None = _f(None, "upper clip range (DAPO's clip-higher: 0.28)")
     loss_type: str | None = _f(None, "TRL loss_type: grpo | dapo | dr_grpo | bnpo | ...")
-    scale_rewards: str | None = _f(None, "group | batch | none: divide advantages by this std (Dr. GRPO: none)")
+    scale_rewards: str | None = _f(
+        None, "group | batch | none: divide advantages by this std (Dr. GRPO: none)"
+    )
     importance_sampling_level: str | None = _f(None, "token | sequence (GSPO: sequence)")
-    dynamic_sampling: bool | None = _f(None, "drop groups with zero reward variance and refill the batch (DAPO)")
+    dynamic_sampling: bool | None = _f(
+        None, "drop groups with zero reward variance and refill the batch (DAPO)"
+    )
     dynamic_min_mean: float = _f(0.01, "dynamic sampling also drops groups whose mean reward is below this")
     dynamic_max_mean: float = _f(0.99, "... or above this (the authors' online filter)")
     dynamic_max_rounds: int = _f(4, "extra generation rounds per step to refill the batch before giving up")
@@ -120,15 +149,19 @@ class AlgoConfig:
             if getattr(self, k) is None:
                 setattr(self, k, v)
         if self.num_generations < 2:
-            raise ConfigError(f"algo.num_generations must be >= 2 (group advantages), got {self.num_generations}")
+            raise ConfigError(
+                f"algo.num_generations must be >= 2 (group advantages), got {self.num_generations}"
+            )
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ConfigError(f"algo.scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ConfigError("algo.importance_sampling_level must be token or sequence")
-        if not (0 < self.temperature and 0 < self.top_p <= 1):
+        if not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ConfigError("algo.temperature must be > 0 and algo.top_p in (0, 1]")
         if self.max_completion_length < 1 or self.num_iterations < 1 or self.dynamic_max_rounds < 0:
-            raise ConfigError("algo.max_completion_length and num_iterations must be >= 1, dynamic_max_rounds >= 0")
+            raise ConfigError(
+                "algo.max_completion_length and num_iterations must be >= 1, dynamic_max_rounds >= 0"
+            )
         if self.beta < 0 or self.epsilon <= 0 or self.epsilon_high < self.epsilon:
             raise ConfigError("algo.beta must be >= 0, epsilon > 0 and epsilon_high >= epsilon")
 
@@ -139,7 +172,7 @@ class LoraConfig:
     r: int = _f(16, "LoRA rank")
     alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
     dropout: float = _f(0.0, "LoRA dropout")
-    target_modules: list[str] = _f(
+    target_modules: list[str] = _f(  # noqa: RUF009
         factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         help="modules that get adapters (the language model's attention and MLP projections)",
     )
@@ -156,10 +189,14 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = _f("runs/medix", "where checkpoints, the adapter, metrics.jsonl and the chart go")
-    backend: str = _f("auto", "auto | unsloth | transformers (auto: Unsloth on an NVIDIA GPU, else transformers)")
+    backend: str = _f(
+        "auto", "auto | unsloth | transformers (auto: Unsloth on an NVIDIA GPU, else transformers)"
+    )
     device: str = _f("auto", "auto | cpu | cuda")
     max_steps: int = _f(100, "optimizer steps")
-    prompts_per_step: int = _f(2, "prompts per optimizer step per device (each sampled num_generations times)")
+    prompts_per_step: int = _f(
+        2, "prompts per optimizer step per device (each sampled num_generations times)"
+    )
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
     learning_rate: float = _f(1e-5, "peak learning rate (LoRA wants ~1e-5..5e-4; the authors' full FT: 1e-6)")
     weight_decay: float = _f(0.01, "AdamW weight decay")
@@ -187,7 +224,9 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.max_steps < 1 or self.prompts_per_step < 1 or self.gradient_accumulation_steps < 1:
-            raise ConfigError("train.max_steps, prompts_per_step and gradient_accumulation_steps must be >= 1")
+            raise ConfigError(
+                "train.max_steps, prompts_per_step and gradient_accumulation_steps must be >= 1"
+            )
         if self.vllm_mode not in ("server", "colocate"):
             raise ConfigError(f"train.vllm_mode must be server or colocate, got {self.vllm_mode!r}")
         if self.save_steps < 1 or self.learning_rate <= 0 or self.judge_retries < 0:
@@ -209,12 +248,14 @@ def _default_reward() -> Any:
 
 @dataclass
 class RunConfig:
-    model: ModelConfig = _f(factory=ModelConfig, help="the policy")
-    data: DataConfig = _f(factory=DataConfig, help="the training data")
-    algo: AlgoConfig = _f(factory=AlgoConfig, help="the RL algorithm")
-    lora: LoraConfig = _f(factory=LoraConfig, help="LoRA / QLoRA")
-    reward: Any = _f(factory=_default_reward, help="the MediX-R1 composite reward (medix_r1.rewards.composite)")
-    train: TrainConfig = _f(factory=TrainConfig, help="the optimisation loop and outputs")
+    model: ModelConfig = _f(factory=ModelConfig, help="the policy")  # noqa: RUF009
+    data: DataConfig = _f(factory=DataConfig, help="the training data")  # noqa: RUF009
+    algo: AlgoConfig = _f(factory=AlgoConfig, help="the RL algorithm")  # noqa: RUF009
+    lora: LoraConfig = _f(factory=LoraConfig, help="LoRA / QLoRA")  # noqa: RUF009
+    reward: Any = _f(  # noqa: RUF009
+        factory=_default_reward, help="the MediX-R1 composite reward (medix_r1.rewards.composite)"
+    )
+    train: TrainConfig = _f(factory=TrainConfig, help="the optimisation loop and outputs")  # noqa: RUF009
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -248,8 +289,12 @@ class RunConfig:
 
 
 _SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "data": DataConfig, "algo": AlgoConfig, "lora": LoraConfig, "train": TrainConfig,
-}  # fmt: skip
+    "model": ModelConfig,
+    "data": DataConfig,
+    "algo": AlgoConfig,
+    "lora": LoraConfig,
+    "train": TrainConfig,
+}
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
@@ -408,14 +453,34 @@ def option_keys() -> list[str]:
     return out
 
 
-# The reward's documented options, registered when medix_r1.rewards.composite cannot be imported (so the parser
+# The reward's documented options, registered when medix_r1.rewards.composite cannot be imported (so the
+# parser
 # still accepts them and the error comes from the reward itself).
 _REWARD_KEYS = (
-    "mode", "format_weight", "llm_weight", "embed_weight", "modality_weight", "soft_judge",
-    "max_unscorable_fraction", "judge.model", "judge.url", "judge.name", "judge.n_ctx", "judge.n_gpu_layers",
-    "judge.n_threads", "judge.concurrency", "judge.timeout", "judge.max_retries", "judge.cache_size",
-    "embed.model", "embed.backend", "embed.threshold", "embed.soft", "embed.batch_size", "embed.threads",
-)  # fmt: skip
+    "mode",
+    "format_weight",
+    "llm_weight",
+    "embed_weight",
+    "modality_weight",
+    "soft_judge",
+    "max_unscorable_fraction",
+    "judge.model",
+    "judge.url",
+    "judge.name",
+    "judge.n_ctx",
+    "judge.n_gpu_layers",
+    "judge.n_threads",
+    "judge.concurrency",
+    "judge.timeout",
+    "judge.max_retries",
+    "judge.cache_size",
+    "embed.model",
+    "embed.backend",
+    "embed.threshold",
+    "embed.soft",
+    "embed.batch_size",
+    "embed.threads",
+)
 
 
 def add_override_options(parser: Any) -> None:
@@ -423,7 +488,9 @@ def add_override_options(parser: Any) -> None:
     import argparse
 
     for key in option_keys():
-        parser.add_argument(f"--{key}", dest=f"ov__{key}", default=None, metavar="VALUE", help=argparse.SUPPRESS)
+        parser.add_argument(
+            f"--{key}", dest=f"ov__{key}", default=None, metavar="VALUE", help=argparse.SUPPRESS
+        )
 
 
 def collect_overrides(args: Any) -> list[str]:

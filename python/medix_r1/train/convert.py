@@ -29,13 +29,18 @@ def is_checkpoint(path: str | Path) -> bool:
     p = Path(path)
     if not (p / "config.json").is_file():
         return False
-    return any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").exists()
+    return (
+        any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").exists()
+    )
 
 
-def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, dtype: str = "float32") -> Path:
+def gguf_to_checkpoint(
+    gguf: str | Path, out_dir: str | Path | None = None, *, dtype: str = "float32"
+) -> Path:
     """Dequantise ``gguf`` into ``out_dir`` (config, safetensors, tokenizer) once; later calls reuse it.
 
-    The write goes to a sibling temporary directory renamed into place at the end, so an interrupted conversion
+    The write goes to a sibling temporary directory renamed into place at the end, so an interrupted
+    conversion
     never leaves a half-written checkpoint that a later run would trust.
     """
     src = check_model_path(gguf, "GGUF policy model", "Pass the path of a .gguf file")
@@ -44,7 +49,11 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
     marker = out / _MARKER
     if marker.is_file() and is_checkpoint(out):
         info = json.loads(marker.read_text())
-        if (info.get("source"), info.get("size"), info.get("format")) == (str(src), src.stat().st_size, _FORMAT):
+        if (info.get("source"), info.get("size"), info.get("format")) == (
+            str(src),
+            src.stat().st_size,
+            _FORMAT,
+        ):
             return out
 
     import torch
@@ -58,7 +67,8 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
         model = AutoModelForCausalLM.from_pretrained(
             str(src.parent), gguf_file=src.name, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
         )
-        # Some GGUF tokenizers come back with the wrong special tokens (SmolLM2's eos reads as <|im_start|>); the
+        # Some GGUF tokenizers come back with the wrong special tokens (SmolLM2's eos reads as
+        # <|im_start|>); the
         # model config's eos id is the one the chat template ends a turn with, so it wins.
         eos_id = model.config.eos_token_id
         eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
@@ -66,7 +76,8 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
             tok.eos_token = tok.convert_ids_to_tokens(eos_id)
         if tok.pad_token is None or tok.pad_token_id == tok.bos_token_id:
             tok.pad_token = tok.eos_token
-        # The loaded model still carries the GGUF "quantization" marker that save_pretrained refuses; rebuild a
+        # The loaded model still carries the GGUF "quantization" marker that save_pretrained refuses;
+        # rebuild a
         # plain model from the same config and copy the (already dequantised) weights into it.
         config = model.config
         if hasattr(config, "quantization_config"):
@@ -78,7 +89,9 @@ def gguf_to_checkpoint(gguf: str | Path, out_dir: str | Path | None = None, *, d
             plain.generation_config = model.generation_config
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype, "format": _FORMAT}))
+        (tmp / _MARKER).write_text(
+            json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype, "format": _FORMAT})
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -1,5 +1,7 @@
-"""Local training data in the MediX-R1 authors' schema (``image`` list, ``problem``, ``solution`` = "<TAG> answer"):
-loading from JSONL / Parquet / image folders / ``datasets.save_to_disk`` directories, checking, and turning rows
+"""Local training data in the MediX-R1 authors' schema (``image`` list, ``problem``, ``solution`` = "<TAG>
+answer"):
+loading from JSONL / Parquet / image folders / ``datasets.save_to_disk`` directories, checking, and turning
+rows
 into the conversational dataset the trainer reads. Never reaches a hub.
 """
 
@@ -67,8 +69,10 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
     """Rows as plain dicts plus the base directory that relative image paths are resolved against."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"dataset not found: {p} (give a local .jsonl, .json, .parquet, image folder or "
-                        "save_to_disk directory; medix-r1 never downloads data)")  # fmt: skip
+        raise DataError(
+            f"dataset not found: {p} (give a local .jsonl, .json, .parquet, image folder or "
+            "save_to_disk directory; medix-r1 never downloads data)"
+        )
     if p.is_file():
         suffix = p.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
@@ -86,7 +90,11 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
             return pq.read_table(p).to_pylist(), p.parent
         raise DataError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
     # A directory: save_to_disk output, an image folder with metadata, or a folder of parquet/jsonl shards.
-    if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+    if (
+        (p / "dataset_info.json").exists()
+        or (p / "dataset_dict.json").exists()
+        or (p / "state.json").exists()
+    ):
         from datasets import DatasetDict, load_from_disk
 
         ds = load_from_disk(str(p))
@@ -117,8 +125,10 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
         for s in shards:
             rows += load_rows(s)[0]
         return rows, p
-    raise DataError(f"{p}: a directory must hold a save_to_disk dataset, metadata.jsonl (image folder) or "
-                    "*.parquet / *.jsonl shards")  # fmt: skip
+    raise DataError(
+        f"{p}: a directory must hold a save_to_disk dataset, metadata.jsonl (image folder) or "
+        "*.parquet / *.jsonl shards"
+    )
 
 
 def _images_of(row: dict[str, Any]) -> list[Any]:
@@ -161,7 +171,9 @@ def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
         data = path.read_bytes()
     if img is None:
         assert data is not None
-        if len(data) > 132 and data[128:132] == b"DICM" or (path is not None and path.suffix.lower() == ".dcm"):
+        if (len(data) > 132 and data[128:132] == b"DICM") or (
+            path is not None and path.suffix.lower() == ".dcm"
+        ):
             img = _dicom_to_pil(data)
         else:
             try:
@@ -212,7 +224,9 @@ def check_rows(rows: list[dict[str, Any]], base: Path, *, images: bool = True) -
         else:
             m = _TAG_RE.match(sol)
             if m is None:
-                problems.append(Problem(i, "solution", f"no leading modality tag in {sol[:40]!r} (want '<TAG> answer')"))
+                problems.append(
+                    Problem(i, "solution", f"no leading modality tag in {sol[:40]!r} (want '<TAG> answer')")
+                )
             else:
                 tag = m.group(1).strip().upper()
                 if tag not in known:
@@ -250,7 +264,11 @@ def to_training_rows(
         imgs = [load_image(r, base, image_max_side) for r in _images_of(row)] if vision else []
         item: dict[str, Any] = {
             "prompt": build_prompt(
-                row["problem"], len(imgs), vision=vision, reasoning_tag=reasoning_tag, system_prompt=system_prompt,
+                row["problem"],
+                len(imgs),
+                vision=vision,
+                reasoning_tag=reasoning_tag,
+                system_prompt=system_prompt,
                 few_shot=few_shot,
             ),
             "solution": row.get("solution", row.get("ground_truth")),

@@ -1,7 +1,9 @@
 """``medix demo``: a few minutes of real MediX-R1 training on a CPU, fully offline.
 
-Policy SmolLM2-135M-Instruct (converted once from the test GGUF), the same GGUF as an in-process llama.cpp judge,
-the ONNX MiniLM embedder, and the bundled 50-item medical QA set; leaves a LoRA adapter, ``metrics.jsonl`` and a
+Policy SmolLM2-135M-Instruct (converted once from the test GGUF), the same GGUF as an in-process llama.cpp
+judge,
+the ONNX MiniLM embedder, and the bundled 50-item medical QA set; leaves a LoRA adapter, ``metrics.jsonl``
+and a
 chart of the reward components.
 """
 
@@ -24,13 +26,16 @@ _HOW = "run scripts/test-models.sh (or set MEDIX_TEST_MODELS to where it put the
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models")).expanduser()
+    return Path(
+        os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models")
+    ).expanduser()
 
 
 def find_test_models(
     policy: str | None = None, judge: str | None = None, embedder: str | None = None
 ) -> dict[str, Path]:
-    """Explicit paths win; otherwise the test models under MEDIX_TEST_MODELS. The embedder is exported to ONNX once
+    """Explicit paths win; otherwise the test models under MEDIX_TEST_MODELS. The embedder is exported to
+    ONNX once
     from the Hugging Face checkpoint when only that is there."""
     root = models_dir()
     policy_p = check_model_path(policy or root / GGUF_NAME, "demo policy (GGUF)", _HOW)
@@ -82,7 +87,9 @@ def demo_config(
     return load_config(None, base + list(overrides or []))
 
 
-def run_demo(out: str | Path, steps: int, models: dict[str, Path], overrides: list[str] | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, steps: int, models: dict[str, Path], overrides: list[str] | None = None
+) -> dict[str, Any]:
     from medix_r1.train.trainer import run_training
 
     cfg = demo_config(out, steps, models, overrides)

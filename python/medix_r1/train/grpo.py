@@ -25,7 +25,8 @@ from medix_r1.train.monitors import COMPONENTS, completion_text, component_means
 
 log = logging.getLogger("medix_r1.train")
 
-# The two methods overridden here are private to TRL; these are the releases they were read from and tested on.
+# The two methods overridden here are private to TRL; these are the releases they were read from and tested
+# on.
 TRL_MIN, TRL_MAX = (1, 10, 0), (1, 15, 0)
 
 
@@ -53,7 +54,8 @@ check_trl_version()
 
 
 class TorchChunkedLogProb:
-    """Plain-PyTorch stand-in for TRL's Triton ``ChunkedLogProbFunction`` (same ``apply`` signature and outputs).
+    """Plain-PyTorch stand-in for TRL's Triton ``ChunkedLogProbFunction`` (same ``apply`` signature and
+    outputs).
 
     TRL 1.15 computes the per-token log-probabilities with a Triton kernel only, which has no CPU driver; on a
     machine without CUDA this materialises the logits of the scored tokens instead (small models, short
@@ -61,8 +63,17 @@ class TorchChunkedLogProb:
     """
 
     @staticmethod
-    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-              logit_scale=1.0, outputs=("entropy",)):  # fmt: skip
+    def apply(
+        hidden,
+        weight,
+        bias,
+        targets,
+        temperature,
+        chunk_size,
+        final_logit_softcapping=None,
+        logit_scale=1.0,
+        outputs=("entropy",),
+    ):
         logits = hidden.float() @ weight.float().t()
         if bias is not None:
             logits = logits + bias.float()
@@ -77,7 +88,9 @@ class TorchChunkedLogProb:
         mean_logits = logits.mean(-1).detach() if "mean_logits" in outputs else None
         is_top1 = None
         if "is_top1" in outputs:
-            is_top1 = (logits.argmax(-1) == targets) & (logits.max(-1).values == logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1))
+            is_top1 = (logits.argmax(-1) == targets) & (
+                logits.max(-1).values == logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+            )
         return logprobs, entropy, sq, mean_logits, is_top1
 
 
@@ -98,10 +111,16 @@ class JudgeOutageError(RuntimeError):
 # Output keys whose first dimension is one row per completion, and how to pad them when batches are merged.
 _LEFT_PAD = {"prompt_ids", "prompt_mask"}
 _ROW_KEYS_PAD = {
-    "prompt_ids": "pad", "prompt_mask": 0, "completion_ids": "pad", "completion_mask": 0,
-    "old_per_token_logps": 0.0, "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0,
-    "importance_sampling_ratio": 0.0, "tool_mask": 1,
-}  # fmt: skip
+    "prompt_ids": "pad",
+    "prompt_mask": 0,
+    "completion_ids": "pad",
+    "completion_mask": 0,
+    "old_per_token_logps": 0.0,
+    "ref_per_token_logps": 0.0,
+    "sampling_per_token_logps": 0.0,
+    "importance_sampling_ratio": 0.0,
+    "tool_mask": 1,
+}
 
 
 class MedixGRPOTrainer(GRPOTrainer):
@@ -119,12 +138,15 @@ class MedixGRPOTrainer(GRPOTrainer):
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
 
-    # -- rewards -------------------------------------------------------------------------------------------------
+    # -- rewards
+    # -------------------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
         attempt = 0
         while True:
             try:
-                rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+                rewards_per_func = super()._calculate_rewards(
+                    inputs, prompts, completions, completion_ids_list
+                )
                 break
             except JudgeFailedError as e:
                 if attempt >= self.medix_judge_retries:
@@ -134,7 +156,9 @@ class MedixGRPOTrainer(GRPOTrainer):
                         f"A checkpoint was written to {where}; fix the judge and run the same command with --resume."
                     ) from e
                 wait = self.medix_retry_wait * (2**attempt)
-                log.warning("judge outage (%s); retry %d/%d in %.0fs", e, attempt + 1, self.medix_judge_retries, wait)
+                log.warning(
+                    "judge outage (%s); retry %d/%d in %.0fs", e, attempt + 1, self.medix_judge_retries, wait
+                )
                 time.sleep(wait)
                 attempt += 1
         texts = [completion_text(c) for c in completions]
@@ -147,7 +171,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         }
         return rewards_per_func
 
-    def _component_scores(self, texts: list[str], inputs: list[dict], rewards_per_func: torch.Tensor) -> list[dict]:
+    def _component_scores(
+        self, texts: list[str], inputs: list[dict], rewards_per_func: torch.Tensor
+    ) -> list[dict]:
         for f in self.reward_funcs:
             last = getattr(f, "last_scores", None)
             if isinstance(last, list) and len(last) == len(texts):
@@ -182,7 +208,8 @@ class MedixGRPOTrainer(GRPOTrainer):
         self._save_checkpoint(self.model, trial=None)
         return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
-    # -- generation, advantages, dynamic sampling ----------------------------------------------------------------
+    # -- generation, advantages, dynamic sampling
+    # ----------------------------------------------------------------
     def _score_round(self, inputs: list[dict]) -> tuple[dict[str, Any], Any, np.ndarray]:
         out = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
@@ -193,7 +220,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         n_local = len(inputs)
         start = self.accelerator.process_index * n_local
         local = stats.advantages[start : start + n_local]
-        out["advantages"] = torch.as_tensor(np.array(local), dtype=torch.float32, device=out["advantages"].device)
+        out["advantages"] = torch.as_tensor(
+            np.array(local), dtype=torch.float32, device=out["advantages"].device
+        )
         self._log_round(mode, last, stats, inputs)
         return out, stats, rewards
 
@@ -216,7 +245,8 @@ class MedixGRPOTrainer(GRPOTrainer):
             self.medix_print({"texts": last["texts"], "scores": scores, **comps, **mons})
 
     def _keep_groups(self, stats: Any) -> np.ndarray:
-        """Groups with a learning signal: not degenerate (variance > 0 over >= 2 scorable rewards) and a mean inside
+        """Groups with a learning signal: not degenerate (variance > 0 over >= 2 scorable rewards) and a
+        mean inside
         [dynamic_min_mean, dynamic_max_mean]."""
         ok = ~stats.degenerate
         ok &= (stats.mean >= self.medix_min_mean) & (stats.mean <= self.medix_max_mean)
@@ -231,10 +261,14 @@ class MedixGRPOTrainer(GRPOTrainer):
         n_groups = len(inputs) // g
         if self.accelerator.num_processes != 1 or not self._row_indexable(out, len(inputs)):
             if not self._medix_warned_refill:
-                log.warning("dynamic sampling: refilling needs one process and per-row tensors; zero-variance groups "
-                            "are kept with advantage 0 instead")  # fmt: skip
+                log.warning(
+                    "dynamic sampling: refilling needs one process and per-row tensors; zero-variance groups "
+                    "are kept with advantage 0 instead"
+                )
                 self._medix_warned_refill = True
-            self._metrics[mode]["dynamic/kept_groups"].append(len(self._keep_groups(stats)) / max(n_groups, 1))
+            self._metrics[mode]["dynamic/kept_groups"].append(
+                len(self._keep_groups(stats)) / max(n_groups, 1)
+            )
             return out
         kept = self._keep_groups(stats)
         pieces = [self._select(out, self._rows(kept, g))] if len(kept) else []
@@ -249,7 +283,9 @@ class MedixGRPOTrainer(GRPOTrainer):
                 pieces.append(self._select(o, self._rows(k, g)))
                 have += len(k)
         filled = 0
-        if have < n_groups:  # give up: pad with dropped groups (advantage 0: no gradient) to keep shapes fixed
+        if (
+            have < n_groups
+        ):  # give up: pad with dropped groups (advantage 0: no gradient) to keep shapes fixed
             filled = n_groups - have
             pieces.append(self._select(out, self._rows(first_dropped[:filled], g)))
         merged = self._concat(pieces)
@@ -274,7 +310,8 @@ class MedixGRPOTrainer(GRPOTrainer):
         return True
 
     def _refill_inputs(self, n_groups: int, round_: int) -> list[dict]:
-        """Fresh prompts for a refill round, drawn reproducibly from (seed, step, round) so a resumed run makes the
+        """Fresh prompts for a refill round, drawn reproducibly from (seed, step, round) so a resumed run
+        makes the
         same choices."""
         rng = np.random.default_rng([self.args.seed, self.state.global_step, round_])
         idx = rng.choice(len(self.train_dataset), size=n_groups, replace=len(self.train_dataset) < n_groups)
@@ -311,12 +348,16 @@ class MedixGRPOTrainer(GRPOTrainer):
                 for v in vals:
                     extra = width - v.shape[1]
                     if extra:
-                        block = torch.full((v.shape[0], extra, *v.shape[2:]), fill, dtype=v.dtype, device=v.device)
+                        block = torch.full(
+                            (v.shape[0], extra, *v.shape[2:]), fill, dtype=v.dtype, device=v.device
+                        )
                         v = torch.cat([block, v] if k in _LEFT_PAD else [v, block], dim=1)
                     padded.append(v)
                 vals = padded
             elif vals[0].dim() >= 2 and len({tuple(v.shape[1:]) for v in vals}) > 1:
-                raise RuntimeError(f"dynamic sampling cannot merge {k!r} tensors of shapes {[v.shape for v in vals]}")
+                raise RuntimeError(
+                    f"dynamic sampling cannot merge {k!r} tensors of shapes {[v.shape for v in vals]}"
+                )
             merged[k] = torch.cat(vals, dim=0)
         mask = merged["completion_mask"]
         if "tool_mask" in merged:

@@ -1,7 +1,8 @@
 """``medix train --plan``: the exact commands to run a config on the GPUs this machine has (or a given count).
 
 0 GPUs: the CPU fallback. 1 GPU: Unsloth QLoRA, judge in-process (llama.cpp) or on `medix judge serve`.
-2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for the judge,
+2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for the
+judge,
 one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP). The EasyR1
 route is described for 8-GPU full fine-tuning as the authors did it.
 """
@@ -66,7 +67,8 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             "# Judge in-process: a quantized GGUF through llama.cpp shares the GPU (reward.judge.model=<file>.gguf,",
             "# reward.judge.n_gpu_layers=-1). Or serve it once and point the reward at it:",
             f"#   medix judge serve --model {shlex.quote(judge)} --port 8001 &",
-            f"medix train {cfg_arg}" + ("" if judge_is_gguf else " --reward.judge.url=http://127.0.0.1:8001/v1"),
+            f"medix train {cfg_arg}"
+            + ("" if judge_is_gguf else " --reward.judge.url=http://127.0.0.1:8001/v1"),
         ]
     elif n_gpus == 2:
         out += [

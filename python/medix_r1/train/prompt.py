@@ -1,4 +1,5 @@
-"""The MediX-R1 training prompt: a format instruction (modality tag, reasoning block, answer block) in chat form.
+"""The MediX-R1 training prompt: a format instruction (modality tag, reasoning block, answer block) in chat
+form.
 
 Text models get the instruction as the system message. Vision models get it at the start of the user turn with
 the image placeholders right before the question, as in the paper.
@@ -32,15 +33,19 @@ def format_instruction(reasoning_tag: str = "think") -> str:
 # Worked examples shown as earlier chat turns (``data.few_shot``): tiny policies copy a demonstrated shape far
 # more readily than they follow a description of it.
 _SHOTS = (
-    ("A chest radiograph shows a rounded opacity with an air-fluid level in the right upper lobe of a patient "
-     "with fever and foul sputum. What is the diagnosis?",
-     "<X_RAY><{r}>A cavity with an air-fluid level and foul sputum suggests an infected cavity.</{r}>"
-     "<answer>Lung abscess</answer>"),
-    ("An abdominal CT shows a pancreas with peripancreatic fat stranding in a patient with epigastric pain and "
-     "raised lipase. What is the diagnosis?",
-     "<CT_SCAN><{r}>Pain, raised lipase and peripancreatic inflammation fit pancreatic inflammation.</{r}>"
-     "<answer>Acute pancreatitis</answer>"),
-)  # fmt: skip
+    (
+        "A chest radiograph shows a rounded opacity with an air-fluid level in the right upper lobe of a patient "
+        "with fever and foul sputum. What is the diagnosis?",
+        "<X_RAY><{r}>A cavity with an air-fluid level and foul sputum suggests an infected cavity.</{r}>"
+        "<answer>Lung abscess</answer>",
+    ),
+    (
+        "An abdominal CT shows a pancreas with peripancreatic fat stranding in a patient with epigastric pain and "
+        "raised lipase. What is the diagnosis?",
+        "<CT_SCAN><{r}>Pain, raised lipase and peripancreatic inflammation fit pancreatic inflammation.</{r}>"
+        "<answer>Acute pancreatitis</answer>",
+    ),
+)
 
 
 def build_prompt(
@@ -58,7 +63,9 @@ def build_prompt(
     shots: list[dict[str, Any]] = []
     for q, a in _SHOTS[:few_shot]:
         q_msg: Any = q if not vision else [{"type": "text", "text": q}]
-        a_msg: Any = a.format(r=reasoning_tag) if not vision else [{"type": "text", "text": a.format(r=reasoning_tag)}]
+        a_msg: Any = (
+            a.format(r=reasoning_tag) if not vision else [{"type": "text", "text": a.format(r=reasoning_tag)}]
+        )
         shots += [{"role": "user", "content": q_msg}, {"role": "assistant", "content": a_msg}]
     if not vision:
         return [{"role": "system", "content": instruction}, *shots, {"role": "user", "content": problem}]
@@ -66,6 +73,9 @@ def build_prompt(
     content += [{"type": "image"} for _ in range(n_images)]
     content.append({"type": "text", "text": problem})
     if shots:  # the instruction goes first, so it opens the first shot rather than the question
-        shots[0] = {"role": "user", "content": [{"type": "text", "text": instruction + "\n\n"}, *shots[0]["content"]]}
+        shots[0] = {
+            "role": "user",
+            "content": [{"type": "text", "text": instruction + "\n\n"}, *shots[0]["content"]],
+        }
         content = content[1:]
     return [*shots, {"role": "user", "content": content}]

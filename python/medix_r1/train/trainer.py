@@ -46,8 +46,15 @@ class StructureOnlyReward:
             mod = None if math.isnan(st.modality[i]) else float(st.modality[i])
             overall = 0.5 * float(st.format[i]) + 0.5 * (mod if mod is not None else float(st.format[i]))
             self.last_scores.append(
-                {"overall": overall, "format": float(st.format[i]), "modality": mod, "accuracy_llm": None,
-                 "accuracy_embed": None, "answer": st.answers[i], "errors": []}  # fmt: skip
+                {
+                    "overall": overall,
+                    "format": float(st.format[i]),
+                    "modality": mod,
+                    "accuracy_llm": None,
+                    "accuracy_embed": None,
+                    "answer": st.answers[i],
+                    "errors": [],
+                }
             )
             out.append(overall)
         return out
@@ -57,8 +64,11 @@ def build_reward(cfg: RunConfig) -> Any:
     try:
         from medix_r1.rewards.composite import CompositeReward
     except ImportError:
-        print("medix: warning: medix_r1.rewards.composite is not available; training on the format and modality "
-              "rewards only", file=sys.stderr)  # fmt: skip
+        print(
+            "medix: warning: medix_r1.rewards.composite is not available; training on the format and modality "
+            "rewards only",
+            file=sys.stderr,
+        )
         return StructureOnlyReward()
     reward = CompositeReward(cfg.reward)
     if not hasattr(reward, "__name__"):
@@ -72,7 +82,9 @@ def build_reward(cfg: RunConfig) -> Any:
 def prepare_rows(cfg: RunConfig, *, report: Callable[[str], None] = print) -> tuple[list[dict], Path]:
     """Load and check the dataset; refuse bad rows unless ``data.skip_bad`` (then skip and report them)."""
     if not cfg.data.path:
-        raise DataError("data.path is not set (a local JSONL, Parquet, image folder or save_to_disk directory)")
+        raise DataError(
+            "data.path is not set (a local JSONL, Parquet, image folder or save_to_disk directory)"
+        )
     rows, base = load_rows(cfg.data.path)
     if cfg.data.max_samples:
         rows = rows[: cfg.data.max_samples]
@@ -202,9 +214,14 @@ def run_training(
     if not vision and any(r.get("image") for r in rows) and echo:
         echo("medix: warning: the policy is a text model; the rows' images are ignored")
     train_rows = to_training_rows(
-        rows, base, vision=vision, reasoning_tag=cfg.data.reasoning_tag, system_prompt=cfg.data.system_prompt,
-        image_max_side=cfg.data.image_max_side, few_shot=cfg.data.few_shot,
-    )  # fmt: skip
+        rows,
+        base,
+        vision=vision,
+        reasoning_tag=cfg.data.reasoning_tag,
+        system_prompt=cfg.data.system_prompt,
+        image_max_side=cfg.data.image_max_side,
+        few_shot=cfg.data.few_shot,
+    )
 
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback
