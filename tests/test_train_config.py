@@ -197,3 +197,12 @@ def test_grpo_args_gpu_vllm():
     kw = grpo_args(cfg, Backend("unsloth", "cuda", True))
     assert kw["bf16"] is True and kw["use_cpu"] is False
     assert kw["use_vllm"] and kw["vllm_mode"] == "server" and kw["vllm_server_port"] == 8123
+
+
+def test_example_run_files_load():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "examples").glob("train_*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
