@@ -1,0 +1,30 @@
+"""The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, server.
+
+``make_judge(JudgeConfig(model="judge.gguf"))`` runs the judge in-process with llama.cpp;
+``JudgeConfig(url=..., name=...)`` talks to any OpenAI-compatible server, e.g. ``medix judge serve``.
+"""
+
+from __future__ import annotations
+
+from medix_r1.judge.core import (
+    Judge,
+    JudgeConfig,
+    LocalJudge,
+    RemoteJudge,
+    Verdict,
+    VerdictCache,
+    make_judge,
+)
+from medix_r1.judge.prompt import build_messages, sanitize
+
+__all__ = [
+    "Judge",
+    "JudgeConfig",
+    "LocalJudge",
+    "RemoteJudge",
+    "Verdict",
+    "VerdictCache",
+    "build_messages",
+    "make_judge",
+    "sanitize",
+]

@@ -1,0 +1,204 @@
+"""Chat backends: llama.cpp in-process on the real tiny model, and the stdlib OpenAI client against our server
+and against sockets that misbehave (refused, silent, 5xx, malformed JSON)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+from medix_r1.errors import BackendError, MissingModelError
+from medix_r1.llm import ChatBackend, LlamaCppChat, OpenAIChat, open_chat_backend
+
+HELLO = [{"role": "user", "content": "Name one organ of the human body."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chat(gguf_path) -> LlamaCppChat:
+    c = LlamaCppChat(gguf_path, n_ctx=512, n_threads=2)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def server(gguf_path):
+    from medix_r1.judge.server import serve
+
+    srv = serve(gguf_path, port=0, n_ctx=512, n_threads=2, name="tiny", block=False)
+    yield srv
+    srv.close()
+
+
+def test_llamacpp_chat_answers_deterministically(chat):
+    assert isinstance(chat, ChatBackend)
+    assert chat.name.startswith("llama.cpp:") and chat.name.endswith(".gguf")
+    a = chat.chat(HELLO, max_tokens=12)
+    assert isinstance(a, str) and a.strip()
+    assert chat.chat(HELLO, max_tokens=12) == a
+    assert chat.chat_many([HELLO, HELLO], max_tokens=12) == [a, a]
+
+
+def test_generate_gives_sorted_top_logprobs_and_greedy_picks_the_top(chat):
+    gen = chat.generate(HELLO, max_tokens=3, temperature=0.0, top_logprobs=5)
+    assert gen.completion_tokens == len(gen.logprobs) <= 3
+    assert gen.prompt_tokens > 0 and gen.finish_reason in ("stop", "length")
+    for entry in gen.logprobs:
+        tops = entry["top_logprobs"]
+        assert len(tops) == 5
+        lps = [t["logprob"] for t in tops]
+        assert lps == sorted(lps, reverse=True) and all(lp <= 0 for lp in lps)
+        assert entry["token"] == tops[0]["token"]  # greedy
+    assert gen.text.startswith(gen.logprobs[0]["token"].lstrip()) or gen.text.startswith(
+        gen.logprobs[0]["token"]
+    )
+
+
+def test_generate_honours_stop_strings(chat):
+    full = chat.generate(HELLO, max_tokens=12).text
+    assert len(full) > 2
+    stop = full[1:3]
+    cut = chat.generate(HELLO, max_tokens=12, stop=[stop])
+    assert cut.finish_reason == "stop" and stop not in cut.text and full.startswith(cut.text)
+
+
+def test_eval_prompt_reuses_the_prefix_and_is_history_independent(chat):
+    head = chat.tokenize("The quick brown fox jumps over the lazy dog. " * 4, special=False)
+    tail = chat.tokenize(" Two three four", special=False)
+    chat.llm.reset()
+    cold = chat.eval_prompt(head + tail, cuts=[len(head)])
+    chat.eval_prompt(head + chat.tokenize(" One", special=False), cuts=[len(head)])
+    before_eval, before_reuse = chat.evaluated_tokens, chat.reused_tokens
+    warm = chat.eval_prompt(head + tail, cuts=[len(head)])
+    assert warm.shape == (chat.llm.n_vocab(),)
+    assert chat.evaluated_tokens - before_eval == len(tail)
+    assert chat.reused_tokens - before_reuse == len(head)
+    assert (warm == cold).all()  # bit for bit: the same split, whatever was cached
+
+
+def test_missing_model_says_how_to_provide_it(tmp_path):
+    with pytest.raises(MissingModelError, match=r"no-such\.gguf.*\.gguf"):
+        LlamaCppChat(tmp_path / "no-such.gguf")
+    with pytest.raises(MissingModelError):
+        open_chat_backend(model=str(tmp_path / "nope.gguf"))
+
+
+def test_open_chat_backend_dispatch(gguf_path):
+    assert isinstance(open_chat_backend(str(gguf_path), n_ctx=256, n_threads=1), LlamaCppChat)
+    remote = open_chat_backend(url="http://127.0.0.1:9/v1", name="judge")
+    assert isinstance(remote, OpenAIChat) and remote.name == "http://127.0.0.1:9/v1 model=judge"
+    assert (
+        open_chat_backend(model="judge", url="http://127.0.0.1:9").url
+        == "http://127.0.0.1:9/v1/chat/completions"
+    )
+    with pytest.raises(BackendError, match="name the model"):
+        open_chat_backend(url="http://127.0.0.1:9/v1")
+    with pytest.raises(BackendError, match="no chat backend"):
+        open_chat_backend()
+    with pytest.raises(BackendError, match=r"not a \.gguf"):
+        open_chat_backend(model="some/hub-id")
+    with pytest.raises(BackendError, match="not an http"):
+        open_chat_backend(url="ftp://x", name="m")
+
+
+def test_openai_chat_against_our_server(server, chat):
+    client = OpenAIChat(server.url, "tiny", timeout=60)
+    assert isinstance(client, ChatBackend)
+    text = client.chat(HELLO, max_tokens=12)
+    assert isinstance(text, str) and text.strip()
+    many = client.chat_many([HELLO] * 4, max_tokens=6)
+    assert len(many) == 4 and all(isinstance(m, str) and m == many[0] for m in many)
+
+
+def test_openai_wrong_model_fails_without_retry(server):
+    client = OpenAIChat(server.url, "not-served", max_retries=3, backoff=5.0)
+    with pytest.raises(BackendError, match=r"HTTP 404.*not served here"):
+        client.chat(HELLO, max_tokens=2)  # a 4xx is not retried (backoff=5 would make retries visible)
+
+
+def test_unreachable_url_names_the_url():
+    port = free_port()  # nothing listens there: connection refused at once
+    url = f"http://127.0.0.1:{port}/v1"
+    client = OpenAIChat(url, "judge", timeout=2.0, max_retries=2, backoff=0.01)
+    with pytest.raises(BackendError) as e:
+        client.chat(HELLO)
+    assert f"127.0.0.1:{port}/v1/chat/completions" in str(e.value)
+    assert "cannot connect" in str(e.value) and "after 3 attempts" in str(e.value)
+    out = client.chat_many([HELLO] * 5)
+    assert all(isinstance(o, BackendError) and str(port) in str(o) for o in out)
+
+
+def test_silent_server_times_out():
+    with socket.socket() as listener:  # accepts connections (kernel backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        client = OpenAIChat(f"http://127.0.0.1:{port}/v1", "judge", timeout=0.3, max_retries=1, backoff=0.01)
+        with pytest.raises(
+            BackendError, match=r"127\.0\.0\.1:\d+/v1/chat/completions: no reply within 0\.3s"
+        ):
+            client.chat(HELLO)
+
+
+class _Faulty(BaseHTTPRequestHandler):
+    """Replies with the next canned (status, body) and counts requests."""
+
+    script: ClassVar[list[tuple[int, bytes]]] = []
+    seen = 0
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        cls = type(self)
+        status, body = cls.script[min(cls.seen, len(cls.script) - 1)]
+        cls.seen += 1
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def faulty():
+    handler = type("H", (_Faulty,), {"script": [], "seen": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _ok(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+
+
+def test_5xx_and_malformed_json_are_retried_then_succeed(faulty):
+    handler, url = faulty
+    handler.script = [(503, b"busy"), (200, b"{not json"), (200, _ok("YES"))]
+    assert OpenAIChat(url, "m", max_retries=2, backoff=0.01).chat(HELLO) == "YES"
+    assert handler.seen == 3
+
+
+def test_persistent_5xx_and_malformed_json_become_backend_errors(faulty):
+    handler, url = faulty
+    handler.script = [(500, json.dumps({"error": {"message": "kaboom"}}).encode())]
+    with pytest.raises(BackendError, match=r"/v1/chat/completions: HTTP 500: kaboom \(after 2 attempts\)"):
+        OpenAIChat(url, "m", max_retries=1, backoff=0.01).chat(HELLO)
+    handler.script, handler.seen = [(200, b"<html>")], 0
+    with pytest.raises(BackendError, match="malformed JSON"):
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
+    assert handler.seen == 1
+    handler.script = [(200, b'{"choices": []}')]
+    with pytest.raises(BackendError, match="without choices"):
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
