@@ -1,0 +1,489 @@
+"""The MediX-R1 composite reward: format, modality, LLM-judge accuracy and embedding accuracy, per completion.
+
+``overall = fw * format + (1 - fw) * (w_llm * llm + w_embed * embed + w_mod * modality)`` with the paper's
+weights by default (fw = 0.1; 0.575 / 0.375 / 0.05). A content component that does not apply (modality for a
+ground truth without a tag, a judge or embedder that is not configured) or that could not be scored (the
+judge failed for that item) is left out and the remaining content weights are rescaled to the same total;
+an unscorable one is also recorded in ``errors``. Nothing unscorable is ever a silent 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from medix_r1.embed.config import EmbedConfig
+from medix_r1.errors import JudgeFailedError
+from medix_r1.judge import JudgeConfig
+from medix_r1.rewards.structure import analyze, parse_ground_truths
+
+__all__ = [
+    "COMPONENTS",
+    "CompositeReward",
+    "RewardConfig",
+    "completion_texts",
+    "ground_truth_column",
+    "parse_weights",
+]
+
+MODES = ("strict", "reference")
+COMPONENTS = ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
+_WEIGHT_KEYS = {"format": "format_weight", "llm": "llm_weight", "embed": "embed_weight"}
+_WEIGHT_KEYS["modality"] = "modality_weight"
+
+
+def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
+    """``"format=0.1,llm=0.575,embed=0.375,modality=0.05"`` (any subset) -> RewardConfig weight fields."""
+    items = spec.items() if isinstance(spec, Mapping) else None
+    if items is None:
+        items = []
+        for part in str(spec).split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"--weights: expected NAME=NUMBER, got {part.strip()!r}")
+            items.append((key, value))
+    out: dict[str, float] = {}
+    for key, value in items:
+        k = str(key).strip().lower().removesuffix("_weight")
+        if k not in _WEIGHT_KEYS:
+            raise ValueError(f"--weights: unknown component {key!r}; known: {', '.join(_WEIGHT_KEYS)}")
+        try:
+            out[_WEIGHT_KEYS[k]] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--weights: {key} must be a number, got {value!r}") from None
+    return out
+
+
+def _weight(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+@dataclass
+class RewardConfig:
+    """How the composite reward is computed; ``RewardConfig.from_dict`` reads the YAML form."""
+
+    mode: str = field(
+        default="strict",
+        metadata={"help": "strict (this project's parser) or reference (the authors' code, bit for bit)"},
+    )
+    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward (paper: 0.1)"})
+    llm_weight: float = field(
+        default=0.575, metadata={"help": "content weight of the LLM-judge accuracy (paper: 0.575)"}
+    )
+    embed_weight: float = field(
+        default=0.375, metadata={"help": "content weight of the embedding accuracy (paper: 0.375)"}
+    )
+    modality_weight: float = field(
+        default=0.05, metadata={"help": "content weight of the modality reward (paper: 0.05)"}
+    )
+    judge: JudgeConfig | None = field(
+        default=None, metadata={"help": "the YES/NO judge (None: LLM accuracy not applicable)"}
+    )
+    embed: EmbedConfig | None = field(
+        default=None, metadata={"help": "the embedding model (None: embedding accuracy not applicable)"}
+    )
+    soft_judge: bool = field(
+        default=False, metadata={"help": "use the judge's P(YES) instead of its 0/1 decision"}
+    )
+    max_unscorable_fraction: float = field(
+        default=0.5,
+        metadata={"help": "raise JudgeFailedError when more than this share of a batch's judged items fail"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        self.format_weight = _weight("format_weight", self.format_weight)
+        if self.format_weight > 1:
+            raise ValueError(f"format_weight must be in [0, 1], got {self.format_weight}")
+        for name in ("llm_weight", "embed_weight", "modality_weight"):
+            setattr(self, name, _weight(name, getattr(self, name)))
+        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
+            raise ValueError("at least one of llm_weight, embed_weight, modality_weight must be > 0")
+        if isinstance(self.judge, Mapping):
+            self.judge = JudgeConfig(**self.judge)
+        if isinstance(self.embed, Mapping):
+            self.embed = EmbedConfig.from_dict(dict(self.embed))
+        if self.embed is not None and self.embed.model is None:
+            self.embed = None  # an embed section without a model configures nothing
+        f = self.max_unscorable_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise ValueError(f"max_unscorable_fraction must be in [0, 1], got {f!r}")
+        self.max_unscorable_fraction = float(f)
+
+    @property
+    def content_weights(self) -> dict[str, float]:
+        return {
+            "accuracy_llm": self.llm_weight,
+            "accuracy_embed": self.embed_weight,
+            "modality": self.modality_weight,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> RewardConfig:
+        """From a (YAML) mapping: nested ``judge:`` / ``embed:`` sections, and ``weights:`` either as a
+        mapping or as the CLI string ``"format=0.1,llm=0.575,embed=0.375,modality=0.05"``."""
+        d = dict(d or {})
+        weights = d.pop("weights", None)
+        if weights is not None:
+            d.update(parse_weights(weights))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(known | {'weights'})}")
+        return cls(**d)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# TRL inputs
+# --------------------------------------------------------------------------------------------------------
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p)
+            for p in content
+            if not isinstance(p, Mapping) or p.get("type", "text") == "text"
+        )
+    return str(content)
+
+
+def completion_texts(completions: Sequence[Any]) -> list[str]:
+    """TRL completions -> strings: plain strings stay; a conversation gives its last assistant message
+    (its last message if none is marked assistant), with content parts ``{"type": "text"}`` joined."""
+    out = []
+    for c in completions:
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, Mapping):
+            out.append(_content_text(c.get("content")))
+        elif isinstance(c, Sequence) and c:
+            msgs = [m for m in c if isinstance(m, Mapping)]
+            mine = [m for m in msgs if m.get("role") == "assistant"] or msgs
+            out.append(_content_text(mine[-1].get("content")) if mine else "")
+        else:
+            out.append("" if c is None or (isinstance(c, Sequence) and not c) else str(c))
+    return out
+
+
+def ground_truth_column(kwargs: Mapping[str, Any], n: int) -> list[str]:
+    """The ground truths TRL passes as a dataset column: ``ground_truth`` or ``solution``."""
+    for key in ("ground_truth", "solution"):
+        if key in kwargs and kwargs[key] is not None:
+            col = list(kwargs[key])
+            if len(col) != n:
+                raise ValueError(f"column {key!r} has {len(col)} rows for {n} completions")
+            return ["" if g is None else str(g) for g in col]
+    raise ValueError(
+        "the MediX-R1 reward needs the ground truth as a dataset column named `ground_truth` or `solution` "
+        f"(got columns {sorted(kwargs)})"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The reward
+# --------------------------------------------------------------------------------------------------------
+
+
+def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], list[str | None]]:
+    """The answer part of each ground truth, and why it cannot be used (None when it can)."""
+    if mode == "reference":
+        # The authors' code takes the text after the first ">"; without one it raised and scored 0.
+        answers, errs = [], []
+        for g in ground_truths:
+            _, sep, rest = g.partition(">")
+            if not sep:
+                answers.append("")
+                errs.append("ground truth has no '>' (reference mode expects '<TAG> answer')")
+            else:
+                answers.append(rest.strip())
+                errs.append(None if rest.strip() else "ground truth has no answer after its tag")
+        return answers, errs
+    parsed = parse_ground_truths(ground_truths)
+    answers = [text for _, text in parsed]
+    return answers, [None if a.strip() else "ground truth has no answer text" for a in answers]
+
+
+class CompositeReward:
+    """The MediX-R1 reward for batches of completions; also a TRL reward function (``__call__``).
+
+    Picklable: the judge and embedder are built from the config on first use and left out of the pickle
+    (ones passed in explicitly are pickled as they are). ``last_scores`` keeps the per-component dicts of
+    the last call and ``counters`` running totals, for the trainer's logs.
+    """
+
+    __name__ = "medix_composite"
+
+    def __init__(
+        self,
+        config: RewardConfig | Mapping[str, Any] | None = None,
+        *,
+        judge: Any = None,
+        embedder: Any = None,
+    ) -> None:
+        if config is None:
+            config = RewardConfig()
+        elif isinstance(config, Mapping):
+            config = RewardConfig.from_dict(config)
+        elif not isinstance(config, RewardConfig):
+            raise TypeError(f"config must be a RewardConfig or a mapping, got {type(config).__name__}")
+        self.config = config
+        self._judge, self._own_judge = judge, judge is None
+        self._embedder, self._own_embedder = embedder, embedder is None
+        self.last_scores: list[dict[str, Any]] = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "items",
+                "judge_calls",
+                "judge_items",
+                "judge_cache_hits",
+                "judge_unscorable",
+                "exact_matches",
+                "unscorable",
+            ),
+            0,
+        )
+
+    # -- pickling: no model handles in the pickle ----------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._own_judge:
+            state["_judge"] = None
+        if self._own_embedder:
+            state["_embedder"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # -- components --------------------------------------------------------------------------------------
+    @property
+    def has_judge(self) -> bool:
+        return self._judge is not None or self.config.judge is not None
+
+    @property
+    def has_embedder(self) -> bool:
+        return self._embedder is not None or self.config.embed is not None
+
+    @property
+    def judge(self) -> Any:
+        """The judge, built on first use (None when not configured)."""
+        if self._judge is None and self.config.judge is not None:
+            from medix_r1.judge import make_judge
+
+            self._judge = make_judge(self.config.judge)
+        return self._judge
+
+    @property
+    def embedder(self) -> Any:
+        """The embedder, built on first use (None when not configured)."""
+        if self._embedder is None and self.config.embed is not None:
+            from medix_r1.embed.backends import make_embedder
+
+            self._embedder = make_embedder(self.config.embed)
+        return self._embedder
+
+    # -- scoring -----------------------------------------------------------------------------------------
+    def score(self, responses: Sequence[str], ground_truths: Sequence[str]) -> list[dict[str, Any]]:
+        """One dict per response: ``overall``, ``format``, ``accuracy_llm``, ``accuracy_embed``,
+        ``modality`` (float, or None when not applicable or unscorable) and ``errors`` (list of str)."""
+        responses = [str(r) for r in responses]
+        ground_truths = [str(g) for g in ground_truths]
+        n = len(responses)
+        if len(ground_truths) != n:
+            raise ValueError(f"{n} responses but {len(ground_truths)} ground truths")
+        cfg = self.config
+        st = analyze(responses, ground_truths, cfg.mode)
+        gt_answers, gt_errors = _gt_answers(ground_truths, cfg.mode)
+        errors: list[list[str]] = [[] for _ in range(n)]
+
+        # Items whose accuracy the models decide: a usable ground truth, a valid answer, no exact match.
+        decided: list[float | None] = [None] * n
+        ask: list[int] = []
+        for i in range(n):
+            if gt_errors[i] is not None:
+                continue
+            if bool(st.invalid[i]):
+                decided[i] = 0.0  # the authors' rule: an invalid answer is wrong, not unscorable
+            elif st.answers[i] == gt_answers[i]:
+                decided[i] = 1.0
+                self.counters["exact_matches"] += 1
+            else:
+                ask.append(i)
+
+        llm = self._llm(st.answers, gt_answers, gt_errors, decided, ask, errors) if self.has_judge else None
+        emb = (
+            self._embed(st.answers, gt_answers, gt_errors, decided, ask, errors)
+            if self.has_embedder
+            else None
+        )
+
+        weights = cfg.content_weights
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            fmt = float(st.format[i])
+            mod_v = float(st.modality[i])
+            comps = {
+                "accuracy_llm": None if llm is None else llm[i],
+                "accuracy_embed": None if emb is None else emb[i],
+                "modality": None if math.isnan(mod_v) else mod_v,
+            }
+            applicable = {
+                "accuracy_llm": llm is not None,
+                "accuracy_embed": emb is not None,
+                "modality": not math.isnan(mod_v),
+            }
+            total = sum(weights.values())
+            num = den = 0.0
+            unscorable = False
+            for k, w in weights.items():
+                if w <= 0 or not applicable[k]:
+                    continue
+                v = comps[k]
+                if v is None:
+                    unscorable = True
+                    continue
+                num += w * v
+                den += w
+            if den > 0:
+                overall: float | None = cfg.format_weight * fmt + (1 - cfg.format_weight) * total * num / den
+            elif unscorable and cfg.format_weight < 1:
+                overall = None
+            else:
+                overall = fmt  # nothing but the format applies to this item
+            if any(v is None and applicable[k] for k, v in comps.items()):
+                self.counters["unscorable"] += 1
+            out.append(
+                {
+                    "overall": overall,
+                    "format": fmt,
+                    "accuracy_llm": comps["accuracy_llm"],
+                    "accuracy_embed": comps["accuracy_embed"],
+                    "modality": comps["modality"],
+                    "errors": errors[i],
+                }
+            )
+        self.counters["items"] += n
+        self.last_scores = out
+        return out
+
+    def _llm(
+        self,
+        answers: list[str],
+        gt_answers: list[str],
+        gt_errors: list[str | None],
+        decided: list[float | None],
+        ask: list[int],
+        errors: list[list[str]],
+    ) -> list[float | None]:
+        vals: list[float | None] = list(decided)
+        for i, e in enumerate(gt_errors):
+            if e is not None:
+                errors[i].append(f"accuracy_llm: {e}")
+        if not ask:
+            return vals
+        judge = self.judge
+        verdicts = judge.judge([(answers[i], gt_answers[i]) for i in ask])
+        self.counters["judge_calls"] += 1
+        self.counters["judge_items"] += len(ask)
+        failed: list[str] = []
+        for i, v in zip(ask, verdicts):
+            if v.source == "cache":
+                self.counters["judge_cache_hits"] += 1
+            if v.match is None:
+                msg = v.error or "no verdict"
+                failed.append(msg)
+                errors[i].append(f"accuracy_llm: judge {judge.name}: {msg}")
+                vals[i] = None
+            elif self.config.soft_judge and v.p_yes is not None:
+                vals[i] = float(v.p_yes)
+            else:
+                vals[i] = 1.0 if v.match else 0.0
+        self.counters["judge_unscorable"] += len(failed)
+        if failed and len(failed) / len(ask) > self.config.max_unscorable_fraction:
+            raise JudgeFailedError(
+                f"judge {judge.name}: {len(failed)} of {len(ask)} answers in this batch could not be judged "
+                f"(more than max_unscorable_fraction={self.config.max_unscorable_fraction:g}); "
+                f"first error: {failed[0]}"
+            )
+        return vals
+
+    def _embed(
+        self,
+        answers: list[str],
+        gt_answers: list[str],
+        gt_errors: list[str | None],
+        decided: list[float | None],
+        ask: list[int],
+        errors: list[list[str]],
+    ) -> list[float | None]:
+        vals: list[float | None] = list(decided)
+        for i, e in enumerate(gt_errors):
+            if e is not None:
+                errors[i].append(f"accuracy_embed: {e}")
+        if not ask:
+            return vals
+        from medix_r1.embed.accuracy import embedding_accuracy
+
+        ecfg = self.config.embed or EmbedConfig()
+        acc = embedding_accuracy(
+            self.embedder,
+            [answers[i] for i in ask],
+            [gt_answers[i] for i in ask],
+            threshold=ecfg.threshold,
+            soft=ecfg.soft,
+        )
+        for i, a in zip(ask, acc.tolist()):
+            vals[i] = float(a)
+        return vals
+
+    # -- TRL ---------------------------------------------------------------------------------------------
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
+        """TRL's reward-function contract: ``overall`` per completion (None when unscorable)."""
+        texts = completion_texts(completions)
+        gts = ground_truth_column(kwargs, len(texts))
+        return [s["overall"] for s in self.score(texts, gts)]
+
+    def summary(self) -> dict[str, float]:
+        """Mean of each component over the last batch (items where it was scored), for logging."""
+        out: dict[str, float] = {}
+        for k in COMPONENTS:
+            vals = [s[k] for s in self.last_scores if s[k] is not None]
+            if vals:
+                out[k] = float(np.mean(vals))
+        return out
+
+    def close(self) -> None:
+        """Release the judge's model (when it has one)."""
+        j = self._judge
+        if j is not None and self._own_judge and hasattr(j, "close"):
+            j.close()
+        if self._own_judge:
+            self._judge = None
+
+    def describe(self) -> str:
+        parts = ["format", "modality"]
+        if self.has_judge:
+            c = self.config.judge
+            parts.append(f"llm judge ({c.model or c.name})" if c is not None else "llm judge")
+        if self.has_embedder:
+            c2 = self.config.embed
+            parts.append(f"embedding ({c2.model})" if c2 is not None else "embedding")
+        return ", ".join(parts)
