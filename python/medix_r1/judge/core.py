@@ -301,6 +301,9 @@ class LocalJudge(_CachingJudge):
             except BackendError as e:
                 verdicts[key] = Verdict(None, error=str(e))
                 continue
+            except Exception as e:  # one bad item must not sink the batch
+                verdicts[key] = Verdict(None, error=f"{self.name}: {type(e).__name__}: {e}")
+                continue
             verdicts[key] = v = Verdict(p > 0.5, p, source="judge")
             self.cache.put(key, v)
         return [verdicts[k] for k in keys]
