@@ -49,7 +49,7 @@ _CONTROL_TOKENS = re.compile(
     r"|\[\s*/?\s*(?:INST|SYS|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\s*\]"
     r"|<<\s*/?\s*SYS\s*>>"
     r"|<\s*/?\s*(?:start|end)_of_turn\s*>"
-    r"|<\s*/?\s*(?:ground[\s_-]*truth|predicted[\s_-]*answer|prediction)[^<>]{0,64}>",  # our delimiters
+    r"|<\s*/?\s*(?:ground[\s_-]*truth|predicted[\s_-]*answer|prediction)(?:[^<>]{0,64}>)?",  # our tags
     re.IGNORECASE,
 )
 # "Ground Truth:" / "Predicted answer:" / "assistant:" style labels: they could fake another section or turn.
