@@ -477,13 +477,3 @@ class CompositeReward:
             j.close()
         if self._own_judge:
             self._judge = None
-
-    def describe(self) -> str:
-        parts = ["format", "modality"]
-        if self.has_judge:
-            c = self.config.judge
-            parts.append(f"llm judge ({c.model or c.name})" if c is not None else "llm judge")
-        if self.has_embedder:
-            c2 = self.config.embed
-            parts.append(f"embedding ({c2.model})" if c2 is not None else "embedding")
-        return ", ".join(parts)
