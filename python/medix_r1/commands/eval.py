@@ -1,10 +1,334 @@
-"""`medix eval`: not implemented yet (see the issue that adds it)."""
+"""`medix eval`: the paper's three-stage evaluation (generate, judge, score) on local benchmark copies."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def _add_task_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        required=required,
+        metavar="TASK",
+        help="task names: the bundled demo / demo_vlm, any of the 17 benchmarks (e.g. medqa vqa_rad), `all` "
+        "for the 17, or names from --task-file",
+    )
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding one <task>/ directory per benchmark (default $MEDIX_DATA or "
+        "~/.cache/medix-r1/eval-data)",
+    )
+    p.add_argument(
+        "--task-file",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="your own task(s) in YAML (repeatable)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N samples of each task")
+
+
+def _add_generate_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluated model (one of)")
+    g.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a local .gguf (llama.cpp) or a transformers checkpoint directory",
+    )
+    g.add_argument("--url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--model-name", metavar="NAME", help="the model id on --url")
+    g.add_argument(
+        "--mmproj", metavar="FILE", help="the multimodal projector of a vision GGUF (mmproj-*.gguf)"
+    )
+    g.add_argument("--chat-format", metavar="NAME", help="llama-cpp-python chat format (e.g. qwen2.5-vl)")
+    g.add_argument("--adapter", metavar="DIR", help="a LoRA adapter (peft) on top of a checkpoint directory")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=2048, metavar="N", help="answer length limit (default 2048)"
+    )
+    p.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="llama.cpp context (default 4096)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for local models")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests in flight against servers (default 8)",
+    )
+
+
+def _add_judge_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judge (one of)")
+    g.add_argument(
+        "--judge",
+        metavar="FILE.gguf",
+        help='a local GGUF judge, run in-process, its reply constrained to {"score": n}',
+    )
+    g.add_argument("--judge-url", metavar="URL", help="an OpenAI-compatible judge server")
+    g.add_argument("--judge-name", metavar="NAME", help="the judge's model id on --judge-url")
+    p.add_argument("--judge-threads", type=int, metavar="N", help="CPU threads of the in-process judge")
+    p.add_argument("--judge-ctx", type=int, default=4096, metavar="N", help="judge context (default 4096)")
+    p.add_argument(
+        "--judge-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="conversations in flight against --judge-url (default 8)",
+    )
+    p.add_argument(
+        "--judge-max-tokens",
+        type=int,
+        default=64,
+        metavar="N",
+        help="reply limit of a remote judge (default 64)",
+    )
+    p.add_argument(
+        "--judge-mode",
+        choices=["logits", "grammar"],
+        default="logits",
+        help="in-process judge: pick the best allowed score from the logits after a forced '{\"score\": ' "
+        "(default, fast) or decode under a llama.cpp GBNF grammar",
+    )
+    p.add_argument(
+        "--parse-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="re-asks after an unreadable judge reply before the sample is recorded as an error (default 2)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="judge again the samples recorded as errors before"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(not implemented yet)")
+    p = sub.add_parser("eval", help="evaluate a model on medical benchmarks with an LLM judge (3 stages)")
     p.set_defaults(group_parser=p)
+    esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+
+    g = esub.add_parser(
+        "generate",
+        help="stage 1: greedy answers for every sample, to OUT/<task>/generations.jsonl (resumable)",
+        description="Answer every sample greedily; each answer is appended to "
+        "OUT/<task>/generations.jsonl as it comes, and a rerun skips the samples already there.",
+    )
+    _add_task_options(g, required=True)
+    _add_generate_options(g)
+    g.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.set_defaults(handler=_generate)
+
+    j = esub.add_parser(
+        "judge",
+        help="stage 2: three-round reference-based judging, to OUT/<task>/judgements.jsonl (resumable)",
+        description="Judge every generated answer with the paper's BASE (0/1) or MIMIC (0-5) template, three "
+        "rounds in one conversation; majority vote (binary) or mean (0-5). Unreadable replies are retried, "
+        "then recorded as errors (score null), never as 0.",
+    )
+    _add_judge_options(j)
+    j.add_argument("--out", required=True, metavar="DIR", help="the directory `generate` wrote")
+    j.add_argument("--tasks", nargs="+", metavar="TASK", help="default: every task with answers under --out")
+    j.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    j.set_defaults(handler=_judge)
+
+    s = esub.add_parser(
+        "score",
+        help="stage 3: per-task accuracy and the average; OUT/scores.md, scores.csv, scores.png",
+    )
+    s.add_argument("--out", required=True, metavar="DIR", help="the directory `judge` wrote")
+    s.add_argument("--compare", metavar="DIR2", help="a second run's directory, shown side by side")
+    s.set_defaults(handler=_score)
+
+    r = esub.add_parser(
+        "run",
+        help="all three stages; rerunning on the same --out resumes and redoes nothing",
+    )
+    _add_task_options(r, required=True)
+    _add_generate_options(r)
+    _add_judge_options(r)
+    r.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    r.add_argument("--compare", metavar="DIR2", help="a second run's directory for the score stage")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.set_defaults(handler=_run)
+
+
+def _err(e: BaseException) -> str:
+    return str(e).strip() or type(e).__name__
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    from medix_r1.cli import UserError
+
+    for n in names:
+        v = getattr(args, n, None)
+        if v is not None and v < (0 if n == "parse_retries" else 1):
+            raise UserError(f"--{n.replace('_', '-')} must be >= {0 if n == 'parse_retries' else 1}, got {v}")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from medix_r1.cli import UserError
+    from medix_r1.errors import BackendError, MissingModelError
+    from medix_r1.eval.generate import ImageNotSupportedError, generate_task, open_policy
+    from medix_r1.eval.io import ResumeMismatchError
+    from medix_r1.eval.tasks import MissingDatasetError, TaskError, load_samples, resolve_tasks
+
+    _positive(args, "limit", "max_new_tokens", "n_ctx", "threads", "concurrency")
+    try:
+        specs = resolve_tasks(args.tasks, args.task_file)
+        samples = {t.name: load_samples(t, args.data_root, limit=args.limit) for t in specs}
+    except (TaskError, MissingDatasetError) as e:
+        raise UserError(_err(e)) from None
+    except ImportError as e:
+        raise UserError(f"{e} (install the eval extra: pip install 'medix-r1[eval]')") from None
+    try:
+        policy = open_policy(
+            args.model,
+            url=args.url,
+            model_name=args.model_name,
+            mmproj=args.mmproj,
+            adapter=args.adapter,
+            n_ctx=args.n_ctx,
+            n_threads=args.threads,
+            concurrency=args.concurrency,
+            chat_format=args.chat_format,
+        )
+    except (MissingModelError, BackendError, ValueError) as e:
+        raise UserError(_err(e)) from None
+    except ImportError as e:
+        raise UserError(f"{e} (install the extras: pip install 'medix-r1[judge,train]')") from None
+    # Refuse before any work when a task has images and the model cannot see them.
+    for t in specs:
+        if any(s.image is not None for s in samples[t.name]) and not policy.supports_images:
+            raise UserError(f"task {t.name!r} has images, but {policy.why_no_images}")
+    failed = 0
+    for t in specs:
+        try:
+            res = generate_task(
+                samples[t.name],
+                policy,
+                args.out,
+                task=t.name,
+                max_new_tokens=args.max_new_tokens,
+                progress=not args.no_progress,
+            )
+        except (ImageNotSupportedError, ResumeMismatchError) as e:
+            raise UserError(_err(e)) from None
+        note = f" ({res.done_before} already there)" if res.done_before else ""
+        print(f"medix eval: {t.name}: {res.generated} answers written{note}", file=sys.stderr)
+        for m in res.errors[:5]:
+            print(f"medix eval:   not answered: {m}", file=sys.stderr)
+        failed += res.failed
+    if failed:
+        print(f"medix eval: {failed} samples could not be answered; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medix_r1.cli import UserError
+    from medix_r1.errors import BackendError, MissingModelError
+    from medix_r1.eval.io import ResumeMismatchError
+    from medix_r1.eval.judge import judge_task, open_judge
+
+    _positive(args, "judge_threads", "judge_ctx", "judge_concurrency", "judge_max_tokens", "parse_retries")
+    out = Path(args.out)
+    tasks = (
+        args.tasks
+        or sorted(d.name for d in out.iterdir() if d.is_dir() and (d / "generations.jsonl").exists())
+        if out.is_dir()
+        else []
+    )
+    if not tasks:
+        raise UserError(f"{out}: no <task>/generations.jsonl; run `medix eval generate --out {out}` first")
+    for t in tasks:
+        if not (out / t / "generations.jsonl").exists():
+            raise UserError(f"{out / t / 'generations.jsonl'}: no answers for task {t!r}; run generate first")
+    try:
+        backend = open_judge(
+            args.judge,
+            url=args.judge_url,
+            name=args.judge_name,
+            n_ctx=args.judge_ctx,
+            n_threads=args.judge_threads,
+            concurrency=args.judge_concurrency,
+            max_tokens=args.judge_max_tokens,
+            mode=args.judge_mode,
+        )
+    except (MissingModelError, BackendError, ValueError) as e:
+        raise UserError(_err(e)) from None
+    except ImportError as e:
+        raise UserError(f"{e} (install the judge extra: pip install 'medix-r1[judge]')") from None
+    errors = failed = 0
+    for t in tasks:
+        try:
+            res = judge_task(
+                out,
+                t,
+                backend,
+                max_parse_retries=args.parse_retries,
+                retry_errors=args.retry_errors,
+                progress=not args.no_progress,
+            )
+        except ResumeMismatchError as e:
+            raise UserError(_err(e)) from None
+        note = f" ({res.done_before} already there)" if res.done_before else ""
+        print(f"medix eval: {t}: {res.judged} judged{note}, {res.errors} errors", file=sys.stderr)
+        for m in res.messages[:5]:
+            print(f"medix eval:   {m}", file=sys.stderr)
+        errors += res.errors
+        failed += res.failed
+    if errors:
+        print(
+            f"medix eval: {errors} samples could not be judged (recorded with score null, left out of the "
+            "accuracy; --retry-errors judges them again)",
+            file=sys.stderr,
+        )
+    if failed:
+        print(f"medix eval: {failed} samples were not judged (judge server failed); rerun", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from medix_r1.cli import UserError
+    from medix_r1.eval.score import render_table, score_dir, write_reports
+
+    try:
+        runs = [score_dir(args.out)]
+        if args.compare:
+            runs.append(score_dir(args.compare))
+    except FileNotFoundError as e:
+        raise UserError(_err(e)) from None
+    if len(runs) == 2 and runs[0][0] == runs[1][0]:  # same model: tell the runs apart by directory
+        from pathlib import Path
+
+        runs = [(f"{label} [{Path(d).name}]", s) for (label, s), d in zip(runs, [args.out, args.compare])]
+    print(render_table(runs))
+    paths = write_reports(args.out, runs)
+    print(f"medix eval: wrote {paths['md']}, {paths['csv']}, {paths['png']}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medix_r1.cli import UserError
+
+    if not (args.judge or args.judge_url):
+        raise UserError("give --judge FILE.gguf or --judge-url URL --judge-name NAME")
+    rc = _generate(args)
+    if rc:
+        return rc
+    args.tasks = [t.name for t in _specs(args)]
+    rc = _judge(args)
+    if rc:
+        return rc
+    return _score(args)
+
+
+def _specs(args: argparse.Namespace) -> list:
+    from medix_r1.eval.tasks import resolve_tasks
+
+    return resolve_tasks(args.tasks, args.task_file)
