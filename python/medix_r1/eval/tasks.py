@@ -525,7 +525,7 @@ def _choices(spec: TaskSpec, row: dict) -> tuple[list[str] | None, list[str] | N
     if isinstance(spec.choices, list):
         vals = [_col(spec, row, c, "choice") for c in spec.choices]
         return [str(v) for v in vals if v not in (None, "")], None
-    v = _col(spec, row, spec.choices, "choices", required=not spec.bundled)
+    v = _col(spec, row, spec.choices, "choices", required=spec.type == "mcq")
     if v is None or v == "" or v == []:
         return None, None
     if isinstance(v, str):
