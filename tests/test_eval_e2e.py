@@ -122,3 +122,31 @@ def test_remote_judge_free_text_against_judge_serve(gguf_path: Path, tmp_path: P
         assert f"{n_err} samples could not be judged" in err
     assert main(["eval", "score", "--out", str(out)]) == 0
     assert f"| {n_err} | 0 |" in (out / "scores.md").read_text()
+
+
+def test_transformers_checkpoint_with_lora_adapter(gguf_path: Path, tmp_path: Path, capsys):
+    """A local transformers checkpoint (the GGUF converted once, as in training) plus a LoRA adapter."""
+    import torch
+    from medix_r1.train.convert import gguf_to_checkpoint
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    ckpt = gguf_to_checkpoint(gguf_path)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(ckpt))
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(str(tmp_path / "adapter"))
+    out = tmp_path / "hf"
+    argv = ["eval", "generate", "--model", str(ckpt), "--adapter", str(tmp_path / "adapter"), "--tasks",
+            "demo", "--out", str(out), "--limit", "2", "--max-new-tokens", "8", "--threads", "2",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    rows = _rows(out / "demo" / "generations.jsonl")
+    assert [r["id"] for r in rows] == ["demo-01", "demo-02"]
+    assert all(r["response"].strip() for r in rows)
+    assert rows[0]["model"] == f"{ckpt.name}+adapter"
+    # A text-only checkpoint cannot see the demo_vlm images.
+    rc = main(
+        ["eval", "generate", "--model", str(ckpt), "--tasks", "demo_vlm", "--out", str(out), "--no-progress"]
+    )
+    assert rc == 2 and "text-only checkpoint" in capsys.readouterr().err
