@@ -45,7 +45,8 @@ def main() -> None:
     tail = [x for x in fmt[-k:] if x is not None]
     if head and tail:
         print(
-            f"format reward, first third mean {statistics.mean(head):.3f} -> last third {statistics.mean(tail):.3f} "
+            f"format reward, first third mean {statistics.mean(head):.3f} -> last third "
+            f"{statistics.mean(tail):.3f} "
             f"(ratio {statistics.mean(tail) / max(statistics.mean(head), 1e-9):.2f}x)"
         )
 

@@ -1,4 +1,4 @@
-"""`medix data check` and the loader on good and broken datasets (JSONL, Parquet, image folder, save_to_disk)."""
+"""`medix data check` and the loader on good and broken datasets (JSONL, Parquet, image dirs, saved sets)."""
 
 from __future__ import annotations
 

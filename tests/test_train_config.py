@@ -91,7 +91,7 @@ def test_missing_config_file(tmp_path):
 def test_print_config_lists_every_option_with_help(capsys):
     text = render_config()
     for key in ("model.path", "algo.epsilon_high", "lora.r", "train.save_steps", "data.skip_bad"):
-        section, name = key.split(".")
+        _section, name = key.split(".")
         assert f"{name}:" in text
     assert text.count("#") > 40  # every line carries its help
     assert main(["train", "--print-config", "--algo.name=dapo"]) == 0

@@ -42,7 +42,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"... and {len(problems) - args.limit} more")
     bad = len({p.row for p in problems})
     print(
-        f"{args.path}: {len(rows)} rows, {bad} bad ({len(problems)} problems). Training refuses this data unless "
+        f"{args.path}: {len(rows)} rows, {bad} bad ({len(problems)} problems). Training refuses this "
+        "data unless "
         "--data.skip_bad=true (then these rows are skipped)."
     )
     return 1

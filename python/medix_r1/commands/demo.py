@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="train a tiny policy for a few minutes on CPU, offline (adapter, metrics.jsonl, chart)",
-        description="Trains SmolLM2-135M-Instruct with GRPO and the full MediX-R1 reward (llama.cpp judge, ONNX "
-        "embedder) on the bundled medical QA set, printing the reward components per step.",
+        description="Trains SmolLM2-135M-Instruct with GRPO and the full MediX-R1 reward (llama.cpp "
+        "judge, ONNX embedder) on the bundled medical QA set, printing the reward components per step.",
     )
     p.add_argument("--out", default="medix-demo", help="output directory (default: ./medix-demo)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps (default 30)")

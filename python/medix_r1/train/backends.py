@@ -177,7 +177,7 @@ def peft_lora_config(cfg: RunConfig, *, vision: bool) -> Any:
 
 
 def grpo_args(cfg: RunConfig, backend: Backend) -> dict[str, Any]:
-    """Keyword arguments for ``trl.GRPOConfig``: the algorithm preset, batch shape, checkpointing and logging."""
+    """Keyword arguments for ``trl.GRPOConfig``: algorithm preset, batch shape, checkpointing, logging."""
     a, t = cfg.algo, cfg.train
     kw: dict[str, Any] = {
         "output_dir": t.output_dir,
@@ -196,7 +196,8 @@ def grpo_args(cfg: RunConfig, backend: Backend) -> dict[str, Any]:
         "loss_type": a.loss_type,
         "scale_rewards": a.scale_rewards,
         "importance_sampling_level": a.importance_sampling_level,
-        "mask_truncated_completions": False,  # a truncated completion fails the format reward: that is the signal
+        # A truncated completion fails the format reward: that is the signal.
+        "mask_truncated_completions": False,
         "learning_rate": t.learning_rate,
         "weight_decay": t.weight_decay,
         "warmup_steps": float(t.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
@@ -232,7 +233,7 @@ def grpo_args(cfg: RunConfig, backend: Backend) -> dict[str, Any]:
 
 
 def load_policy(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, Any, bool]:
-    """(model, processing_class, peft_config or None, is_vision). With Unsloth the adapter is already applied."""
+    """(model, processing_class, peft_config or None, is_vision); with Unsloth the adapter is already on."""
     path = resolve_policy_path(cfg)
     vision = is_vision_checkpoint(path, cfg.model.kind)
     if backend.name == "unsloth":

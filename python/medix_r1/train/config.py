@@ -12,6 +12,8 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from medix_r1.rewards.composite import RewardConfig
+
 __all__ = [
     "ALGORITHMS",
     "AlgoConfig",
@@ -233,27 +235,14 @@ class TrainConfig:
             raise ConfigError("train.save_steps >= 1, learning_rate > 0 and judge_retries >= 0 are required")
 
 
-def _reward_config_cls() -> Any:
-    from medix_r1.rewards.composite import RewardConfig
-
-    return RewardConfig
-
-
-def _default_reward() -> Any:
-    try:
-        return _reward_config_cls()()
-    except ImportError:  # the composite reward is not installed/written yet: the format-only fallback is used
-        return {}
-
-
 @dataclass
 class RunConfig:
     model: ModelConfig = _f(factory=ModelConfig, help="the policy")  # noqa: RUF009
     data: DataConfig = _f(factory=DataConfig, help="the training data")  # noqa: RUF009
     algo: AlgoConfig = _f(factory=AlgoConfig, help="the RL algorithm")  # noqa: RUF009
     lora: LoraConfig = _f(factory=LoraConfig, help="LoRA / QLoRA")  # noqa: RUF009
-    reward: Any = _f(  # noqa: RUF009
-        factory=_default_reward, help="the MediX-R1 composite reward (medix_r1.rewards.composite)"
+    reward: RewardConfig = _f(  # noqa: RUF009
+        factory=RewardConfig, help="the MediX-R1 composite reward (medix_r1.rewards.composite)"
     )
     train: TrainConfig = _f(factory=TrainConfig, help="the optimisation loop and outputs")  # noqa: RUF009
 
@@ -275,12 +264,7 @@ class RunConfig:
                 raise ConfigError(f"{f.name}: expected a mapping, got {type(sub).__name__}")
             if f.name == "reward":
                 try:
-                    rc = _reward_config_cls()
-                except ImportError:
-                    kw["reward"] = dict(sub)
-                    continue
-                try:
-                    kw["reward"] = rc.from_dict(sub)
+                    kw["reward"] = RewardConfig.from_dict(sub)
                 except (TypeError, ValueError) as e:
                     raise ConfigError(f"reward: {e}") from None
             else:
@@ -336,7 +320,7 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--a.b.c=value`` / ``a.b.c=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    """Apply ``--a.b.c=value`` / ``a.b.c=value`` strings (values parsed as YAML) to a nested dict in place."""
     for item in overrides:
         body = item[2:] if item.startswith("--") else item
         if "=" not in body:
@@ -446,41 +430,8 @@ def option_keys() -> list[str]:
     out: list[str] = []
     for name, cls in _SECTIONS.items():
         _keys_of(cls, f"{name}.", out)
-    try:
-        _keys_of(_reward_config_cls(), "reward.", out)
-    except ImportError:
-        out += [f"reward.{k}" for k in _REWARD_KEYS]
+    _keys_of(RewardConfig, "reward.", out)
     return out
-
-
-# The reward's documented options, registered when medix_r1.rewards.composite cannot be imported (so the
-# parser
-# still accepts them and the error comes from the reward itself).
-_REWARD_KEYS = (
-    "mode",
-    "format_weight",
-    "llm_weight",
-    "embed_weight",
-    "modality_weight",
-    "soft_judge",
-    "max_unscorable_fraction",
-    "judge.model",
-    "judge.url",
-    "judge.name",
-    "judge.n_ctx",
-    "judge.n_gpu_layers",
-    "judge.n_threads",
-    "judge.concurrency",
-    "judge.timeout",
-    "judge.max_retries",
-    "judge.cache_size",
-    "embed.model",
-    "embed.backend",
-    "embed.threshold",
-    "embed.soft",
-    "embed.batch_size",
-    "embed.threads",
-)
 
 
 def add_override_options(parser: Any) -> None:

@@ -106,7 +106,7 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
             from datasets import Image, Sequence
 
             feat = ds.features["image"]
-            if isinstance(feat, Sequence) or isinstance(feat, list):
+            if isinstance(feat, (Sequence, list)):
                 ds = ds.cast_column("image", [Image(decode=False)])
             elif isinstance(feat, Image):
                 ds = ds.cast_column("image", Image(decode=False))

@@ -42,7 +42,8 @@ def check_trl_version(version: str | None = None) -> None:
     v = version or trl.__version__
     if not (TRL_MIN <= _version_tuple(v) <= TRL_MAX):
         raise ImportError(
-            f"medix-r1's trainer supports trl {'.'.join(map(str, TRL_MIN))} to {'.'.join(map(str, TRL_MAX))}, "
+            f"medix-r1's trainer supports trl {'.'.join(map(str, TRL_MIN))} to "
+            f"{'.'.join(map(str, TRL_MAX))}, "
             f"found trl {v}; install a supported one: pip install 'trl>=1.10,<=1.15.0'"
         )
     for name in ("_calculate_rewards", "_generate_and_score_completions"):
@@ -95,7 +96,7 @@ class TorchChunkedLogProb:
 
 
 def install_cpu_logprob() -> bool:
-    """Route TRL's fused LM head through :class:`TorchChunkedLogProb` when CUDA is absent; True if installed."""
+    """Route TRL's fused LM head through :class:`TorchChunkedLogProb` without CUDA; True if installed."""
     import trl.trainer.utils as tu
 
     if torch.cuda.is_available():
@@ -152,8 +153,10 @@ class MedixGRPOTrainer(GRPOTrainer):
                 if attempt >= self.medix_judge_retries:
                     where = self._save_outage_checkpoint()
                     raise JudgeOutageError(
-                        f"the judge failed {attempt + 1} times in a row at step {self.state.global_step}: {e}. "
-                        f"A checkpoint was written to {where}; fix the judge and run the same command with --resume."
+                        f"the judge failed {attempt + 1} times in a row at step "
+                        f"{self.state.global_step}: {e}. "
+                        f"A checkpoint was written to {where}; fix the judge and run the same command "
+                        "with --resume."
                     ) from e
                 wait = self.medix_retry_wait * (2**attempt)
                 log.warning(

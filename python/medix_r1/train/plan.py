@@ -28,7 +28,10 @@ def count_gpus() -> int:
 
 def accelerate_config(n_processes: int, strategy: str = "zero3") -> str:
     """An accelerate config file for ``n_processes`` GPUs with DeepSpeed ZeRO-3 or FSDP."""
-    head = f"compute_environment: LOCAL_MACHINE\nmachine_rank: 0\nnum_machines: 1\nnum_processes: {n_processes}\n"
+    head = (
+        "compute_environment: LOCAL_MACHINE\nmachine_rank: 0\nnum_machines: 1\n"
+        f"num_processes: {n_processes}\n"
+    )
     if strategy == "fsdp":
         return head + (
             "distributed_type: FSDP\nmixed_precision: bf16\nfsdp_config:\n  fsdp_version: 2\n"
@@ -58,13 +61,15 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
     out: list[str] = [f"# medix train plan for {n_gpus} GPU(s): {cfg.algo.name}, policy {policy}"]
     if n_gpus == 0:
         out += [
-            "# No NVIDIA GPU: training falls back to transformers + PEFT LoRA on the CPU (small models only).",
+            "# No NVIDIA GPU: training falls back to transformers + PEFT LoRA on the CPU (small models "
+            "only).",
             f"medix train {cfg_arg}",
         ]
     elif n_gpus == 1:
         out += [
             "# One GPU: Unsloth 4-bit QLoRA + TRL GRPOTrainer (pip install 'medix-r1[train,gpu]').",
-            "# Judge in-process: a quantized GGUF through llama.cpp shares the GPU (reward.judge.model=<file>.gguf,",
+            "# Judge in-process: a quantized GGUF through llama.cpp shares the GPU "
+            "(reward.judge.model=<file>.gguf,",
             "# reward.judge.n_gpu_layers=-1). Or serve it once and point the reward at it:",
             f"#   medix judge serve --model {shlex.quote(judge)} --port 8001 &",
             f"medix train {cfg_arg}"
@@ -85,26 +90,32 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
         rollout_gpu, judge_gpu = n_gpus - 2, n_gpus - 1
         acc = f"accelerate_{strategy}_{n_train}.yaml"
         out += [
-            f"# GPUs {train_ids}: training ({n_train} processes, {'DeepSpeed ZeRO-3' if strategy == 'zero3' else 'FSDP'}),"
+            f"# GPUs {train_ids}: training ({n_train} processes, "
+            f"{'DeepSpeed ZeRO-3' if strategy == 'zero3' else 'FSDP'}),"
             f" GPU {rollout_gpu}: rollouts on `trl vllm-serve`, GPU {judge_gpu}: the judge on `vllm serve`.",
             f"cat > {acc} <<'EOF'",
             accelerate_config(n_train, strategy).rstrip(),
             "EOF",
-            f"CUDA_VISIBLE_DEVICES={judge_gpu} vllm serve {shlex.quote(judge)} --port 8001 --max-model-len 4096 &",
+            f"CUDA_VISIBLE_DEVICES={judge_gpu} vllm serve {shlex.quote(judge)} --port 8001 "
+            "--max-model-len 4096 &",
             f"CUDA_VISIBLE_DEVICES={rollout_gpu} trl vllm-serve --model {shlex.quote(policy)} --port 8000 &",
             f"CUDA_VISIBLE_DEVICES={train_ids} accelerate launch --config_file {acc} -m medix_r1.cli train "
             f"{cfg_arg} --train.backend=transformers --train.use_vllm=true --train.vllm_mode=server "
             "--train.vllm_server_port=8000 --reward.judge.url=http://127.0.0.1:8001/v1",
-            "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights and optimizer).",
+            "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights "
+            "and optimizer).",
         ]
     if n_gpus >= 1:
         out += [
             "",
-            "# EasyR1 route (the authors' 8-GPU recipe; verl workers, full fine-tuning): in the EasyR1 config set",
+            "# EasyR1 route (the authors' 8-GPU recipe; verl workers, full fine-tuning): in the EasyR1 "
+            "config set",
             "#   worker.reward.reward_function=<site-packages>/medix_r1/integrations/easyr1.py:compute_score",
             "#   algorithm.adv_estimator=grpo, worker.rollout.n=5, data.max_response_length=4096,",
-            "#   worker.actor.optim.lr=1.0e-6, algorithm.kl_coef=1.0e-2 (DAPO: disable_kl, clip 0.2/0.28, online filter)",
-            "# and serve the judge as above; see medix_r1/integrations/easyr1.py for how it reads the judge settings.",
+            "#   worker.actor.optim.lr=1.0e-6, algorithm.kl_coef=1.0e-2 (DAPO: disable_kl, clip "
+            "0.2/0.28, online filter)",
+            "# and serve the judge as above; see medix_r1/integrations/easyr1.py for how it reads the "
+            "judge settings.",
         ]
     return "\n".join(out) + "\n"
 

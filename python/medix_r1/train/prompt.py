@@ -34,13 +34,15 @@ def format_instruction(reasoning_tag: str = "think") -> str:
 # more readily than they follow a description of it.
 _SHOTS = (
     (
-        "A chest radiograph shows a rounded opacity with an air-fluid level in the right upper lobe of a patient "
+        "A chest radiograph shows a rounded opacity with an air-fluid level in the right upper lobe of "
+        "a patient "
         "with fever and foul sputum. What is the diagnosis?",
         "<X_RAY><{r}>A cavity with an air-fluid level and foul sputum suggests an infected cavity.</{r}>"
         "<answer>Lung abscess</answer>",
     ),
     (
-        "An abdominal CT shows a pancreas with peripancreatic fat stranding in a patient with epigastric pain and "
+        "An abdominal CT shows a pancreas with peripancreatic fat stranding in a patient with "
+        "epigastric pain and "
         "raised lipase. What is the diagnosis?",
         "<CT_SCAN><{r}>Pain, raised lipase and peripancreatic inflammation fit pancreatic inflammation.</{r}>"
         "<answer>Acute pancreatitis</answer>",

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
 
@@ -23,60 +23,8 @@ CHART_FILE = "reward_components.png"
 ADAPTER_DIR = "adapter"
 
 
-class StructureOnlyReward:
-    """Development stand-in used only when ``medix_r1.rewards.composite`` is not installed: the format and
-    modality parts of the MediX-R1 reward (no judge, no embedder). Picklable; exposes ``last_scores``."""
-
-    __name__ = "structure_only"
-
-    def __init__(self, mode: str = "strict") -> None:
-        self.mode = mode
-        self.last_scores: list[dict[str, Any]] = []
-
-    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
-        from medix_r1.rewards.structure import analyze
-        from medix_r1.train.monitors import completion_text
-
-        texts = [completion_text(c) for c in completions]
-        sols = kwargs.get("solution") or kwargs.get("ground_truth") or [""] * len(texts)
-        st = analyze(texts, sols, self.mode)
-        out: list[float | None] = []
-        self.last_scores = []
-        for i in range(len(texts)):
-            mod = None if math.isnan(st.modality[i]) else float(st.modality[i])
-            overall = 0.5 * float(st.format[i]) + 0.5 * (mod if mod is not None else float(st.format[i]))
-            self.last_scores.append(
-                {
-                    "overall": overall,
-                    "format": float(st.format[i]),
-                    "modality": mod,
-                    "accuracy_llm": None,
-                    "accuracy_embed": None,
-                    "answer": st.answers[i],
-                    "errors": [],
-                }
-            )
-            out.append(overall)
-        return out
-
-
-def build_reward(cfg: RunConfig) -> Any:
-    try:
-        from medix_r1.rewards.composite import CompositeReward
-    except ImportError:
-        print(
-            "medix: warning: medix_r1.rewards.composite is not available; training on the format and modality "
-            "rewards only",
-            file=sys.stderr,
-        )
-        return StructureOnlyReward()
-    reward = CompositeReward(cfg.reward)
-    if not hasattr(reward, "__name__"):
-        try:
-            reward.__name__ = "medix_composite"  # TRL names the reward column after it
-        except AttributeError:
-            pass
-    return reward
+def build_reward(cfg: RunConfig) -> CompositeReward:
+    return CompositeReward(cfg.reward)
 
 
 def prepare_rows(cfg: RunConfig, *, report: Callable[[str], None] = print) -> tuple[list[dict], Path]:
@@ -157,7 +105,8 @@ def _make_callbacks(out: Path, max_steps: int, echo: Callable[[str], None] | Non
                 echo(
                     f"step {state.global_step:>4}/{max_steps}  overall {_fmt(row.get('reward/overall'))}  "
                     f"format {_fmt(row.get('reward/format'))}  llm {_fmt(row.get('reward/accuracy_llm'))}  "
-                    f"embed {_fmt(row.get('reward/accuracy_embed'))}  modality {_fmt(row.get('reward/modality'))}  "
+                    f"embed {_fmt(row.get('reward/accuracy_embed'))}  modality "
+                    f"{_fmt(row.get('reward/modality'))}  "
                     f"| len {_fmt(row.get('monitor/completion_length'))}  "
                     f"degenerate {_fmt(row.get('monitor/degenerate_groups'))}  "
                     f"disagree {_fmt(row.get('monitor/judge_embed_disagreement'))}  "
@@ -190,7 +139,8 @@ def run_training(
         ckpt = None
     elif ckpt is not None and not resume:
         raise FileExistsError(
-            f"{out} already holds checkpoints (last: {ckpt.name}); pass --resume to continue that run, or choose "
+            f"{out} already holds checkpoints (last: {ckpt.name}); pass --resume to continue that run, "
+            "or choose "
             "another train.output_dir"
         )
     if resume and ckpt is None and echo:
