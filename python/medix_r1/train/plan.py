@@ -1,10 +1,9 @@
 """``medix train --plan``: the exact commands to run a config on the GPUs this machine has (or a given count).
 
 0 GPUs: the CPU fallback. 1 GPU: Unsloth QLoRA, judge in-process (llama.cpp) or on `medix judge serve`.
-2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for the
-judge,
-one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP). The EasyR1
-route is described for 8-GPU full fine-tuning as the authors did it.
+2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for
+the judge, one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP).
+The EasyR1 route is described for 8-GPU full fine-tuning as the authors did it.
 """
 
 from __future__ import annotations
@@ -46,11 +45,18 @@ def accelerate_config(n_processes: int, strategy: str = "zero3") -> str:
 
 
 def _judge_model(cfg: RunConfig) -> str:
-    judge = getattr(cfg.reward, "judge", None)
-    if isinstance(cfg.reward, dict):
-        judge = cfg.reward.get("judge")
-    model = judge.get("model") if isinstance(judge, dict) else getattr(judge, "model", None)
+    """The judge's file (in-process) or its model id on the server (``vllm serve <id>``)."""
+    judge = cfg.reward.judge
+    model = judge and (judge.model or judge.name)
     return str(model) if model else "/models/Qwen3-4B-Instruct-2507"
+
+
+def _remote_judge(name: str) -> str:
+    """Overrides that point the reward at a judge server on port 8001 instead of an in-process file."""
+    return (
+        "--reward.judge.model=null --reward.judge.url=http://127.0.0.1:8001/v1 "
+        f"--reward.judge.name={shlex.quote(name)}"
+    )
 
 
 def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: str = "zero3") -> str:
@@ -71,9 +77,9 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             "# Judge in-process: a quantized GGUF through llama.cpp shares the GPU "
             "(reward.judge.model=<file>.gguf,",
             "# reward.judge.n_gpu_layers=-1). Or serve it once and point the reward at it:",
-            f"#   medix judge serve --model {shlex.quote(judge)} --port 8001 &",
-            f"medix train {cfg_arg}"
-            + ("" if judge_is_gguf else " --reward.judge.url=http://127.0.0.1:8001/v1"),
+            f"#   medix judge serve --model {shlex.quote(judge)} --port 8001 --name judge &",
+            f"#   medix train {cfg_arg} {_remote_judge('judge')}",
+            f"medix train {cfg_arg}" + ("" if judge_is_gguf else f" {_remote_judge(judge)}"),
         ]
     elif n_gpus == 2:
         out += [
@@ -82,7 +88,7 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             "--gpu-memory-utilization 0.9 &",
             "# GPU 0: training, with vLLM rollouts colocated in the same process.",
             f"CUDA_VISIBLE_DEVICES=0 medix train {cfg_arg} --train.use_vllm=true --train.vllm_mode=colocate "
-            "--train.vllm_gpu_memory_utilization=0.3 --reward.judge.url=http://127.0.0.1:8001/v1",
+            f"--train.vllm_gpu_memory_utilization=0.3 {_remote_judge(judge)}",
         ]
     else:
         n_train = n_gpus - 2
@@ -101,7 +107,7 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             f"CUDA_VISIBLE_DEVICES={rollout_gpu} trl vllm-serve --model {shlex.quote(policy)} --port 8000 &",
             f"CUDA_VISIBLE_DEVICES={train_ids} accelerate launch --config_file {acc} -m medix_r1.cli train "
             f"{cfg_arg} --train.backend=transformers --train.use_vllm=true --train.vllm_mode=server "
-            "--train.vllm_server_port=8000 --reward.judge.url=http://127.0.0.1:8001/v1",
+            f"--train.vllm_server_port=8000 {_remote_judge(judge)}",
             "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights "
             "and optimizer).",
         ]
