@@ -1,6 +1,5 @@
 """CPU demo timing and the format-reward curve: runs `medix demo` settings for N steps and prints the wall
-time
-per step (median, total) and the per-step format / overall rewards. Prints only; never asserts.
+time per step (median, total) and the per-step format / overall rewards. Prints only; never asserts.
 
     python benchmarks/bench_train.py [--steps 30] [--out /tmp/medix-bench]
 """

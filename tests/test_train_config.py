@@ -1,6 +1,5 @@
 """Run configuration: presets, validation, YAML + dotted overrides, --print-config, the GPU plan, backend
-choice
-and the Unsloth / TRL kwargs (no GPU needed)."""
+choice and the Unsloth / TRL kwargs (no GPU needed)."""
 
 from __future__ import annotations
 

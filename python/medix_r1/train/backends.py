@@ -1,7 +1,6 @@
 """Where and how the policy is loaded: Unsloth 4-bit QLoRA on one NVIDIA GPU, transformers + PEFT LoRA
-otherwise
-(CPU or a GPU without Unsloth). The kwargs builders are pure functions so they are unit-tested without a GPU;
-unsloth, bitsandbytes and torch are imported only inside the loaders.
+otherwise (CPU or a GPU without Unsloth). The kwargs builders are pure functions so they are unit-tested
+without a GPU; unsloth, bitsandbytes and torch are imported only inside the loaders.
 """
 
 from __future__ import annotations

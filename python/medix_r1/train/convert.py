@@ -40,8 +40,7 @@ def gguf_to_checkpoint(
     """Dequantise ``gguf`` into ``out_dir`` (config, safetensors, tokenizer) once; later calls reuse it.
 
     The write goes to a sibling temporary directory renamed into place at the end, so an interrupted
-    conversion
-    never leaves a half-written checkpoint that a later run would trust.
+    conversion never leaves a half-written checkpoint that a later run would trust.
     """
     src = check_model_path(gguf, "GGUF policy model", "Pass the path of a .gguf file")
     out = Path(out_dir) if out_dir is not None else default_policy_cache() / src.stem

@@ -1,8 +1,6 @@
 """Local training data in the MediX-R1 authors' schema (``image`` list, ``problem``, ``solution`` = "<TAG>
-answer"):
-loading from JSONL / Parquet / image folders / ``datasets.save_to_disk`` directories, checking, and turning
-rows
-into the conversational dataset the trainer reads. Never reaches a hub.
+answer"): loading from JSONL / Parquet / image folders / ``datasets.save_to_disk`` directories, checking, and
+turning rows into the conversational dataset the trainer reads. Never reaches a hub.
 """
 
 from __future__ import annotations

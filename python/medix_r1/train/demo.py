@@ -1,10 +1,8 @@
 """``medix demo``: a few minutes of real MediX-R1 training on a CPU, fully offline.
 
 Policy SmolLM2-135M-Instruct (converted once from the test GGUF), the same GGUF as an in-process llama.cpp
-judge,
-the ONNX MiniLM embedder, and the bundled 50-item medical QA set; leaves a LoRA adapter, ``metrics.jsonl``
-and a
-chart of the reward components.
+judge, the ONNX MiniLM embedder, and the bundled 50-item medical QA set; leaves a LoRA adapter,
+``metrics.jsonl`` and a chart of the reward components.
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ def find_test_models(
     policy: str | None = None, judge: str | None = None, embedder: str | None = None
 ) -> dict[str, Path]:
     """Explicit paths win; otherwise the test models under MEDIX_TEST_MODELS. The embedder is exported to
-    ONNX once
-    from the Hugging Face checkpoint when only that is there."""
+    ONNX once from the Hugging Face checkpoint when only that is there."""
     root = models_dir()
     policy_p = check_model_path(policy or root / GGUF_NAME, "demo policy (GGUF)", _HOW)
     judge_p = check_model_path(judge or root / GGUF_NAME, "demo judge (GGUF)", _HOW)

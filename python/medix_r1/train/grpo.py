@@ -249,8 +249,7 @@ class MedixGRPOTrainer(GRPOTrainer):
 
     def _keep_groups(self, stats: Any) -> np.ndarray:
         """Groups with a learning signal: not degenerate (variance > 0 over >= 2 scorable rewards) and a
-        mean inside
-        [dynamic_min_mean, dynamic_max_mean]."""
+        mean inside [dynamic_min_mean, dynamic_max_mean]."""
         ok = ~stats.degenerate
         ok &= (stats.mean >= self.medix_min_mean) & (stats.mean <= self.medix_max_mean)
         return np.flatnonzero(ok)
@@ -314,8 +313,7 @@ class MedixGRPOTrainer(GRPOTrainer):
 
     def _refill_inputs(self, n_groups: int, round_: int) -> list[dict]:
         """Fresh prompts for a refill round, drawn reproducibly from (seed, step, round) so a resumed run
-        makes the
-        same choices."""
+        makes the same choices."""
         rng = np.random.default_rng([self.args.seed, self.state.global_step, round_])
         idx = rng.choice(len(self.train_dataset), size=n_groups, replace=len(self.train_dataset) < n_groups)
         rows = []
