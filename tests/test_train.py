@@ -17,15 +17,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _have_composite() -> bool:
-    try:
-        import medix_r1.embed
-        import medix_r1.rewards.composite  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     from medix_r1.train.data import demo_dataset_path
@@ -36,12 +27,13 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reward_overrides(request, gguf_path):
-    """The real composite reward (in-process GGUF judge + ONNX MiniLM) when it is installed."""
-    if not _have_composite():
-        return []
-    onnx = request.getfixturevalue("minilm_onnx_dir")
-    return [f"--reward.judge.model={gguf_path}", "--reward.judge.n_threads=2", f"--reward.embed.model={onnx}"]
+def reward_overrides(gguf_path, minilm_onnx_dir):
+    """The real composite reward: the in-process GGUF judge and the ONNX MiniLM embedder."""
+    return [
+        f"--reward.judge.model={gguf_path}",
+        "--reward.judge.n_threads=2",
+        f"--reward.embed.model={minilm_onnx_dir}",
+    ]
 
 
 def _cfg(gguf_path, data, out, algo, extra=()):
@@ -100,8 +92,7 @@ def test_algorithm_trains_and_leaves_outputs(algo, gguf_path, tiny_data, reward_
         assert 0.0 <= r["monitor/degenerate_groups"] <= 1.0
         if algo == "dapo":
             assert "dynamic/kept_groups" in r and r["dynamic/rounds"] <= 1
-    if reward_overrides:
-        assert any(r["reward/accuracy_embed"] is not None for r in rows)
+    assert any(r["reward/accuracy_embed"] is not None for r in rows)
 
 
 def test_advantages_come_from_rust(monkeypatch, gguf_path, tiny_data, tmp_path):
