@@ -9,10 +9,11 @@ import json
 import shutil
 from pathlib import Path
 
+import medix_r1.eval
 import pytest
 from medix_r1.cli import main
 
-EVAL_IMAGES = Path(__file__).parents[1] / "python" / "medix_r1" / "eval" / "data" / "images"
+EVAL_IMAGES = Path(medix_r1.eval.__file__).parent / "data" / "images"  # the bundled demo_vlm images
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -91,8 +92,11 @@ def test_data_check_accepts_images_and_reports_corrupt_ones(image_data: Path, tm
 
     with pytest.raises(DataError, match=r"(?s)2 problem\(s\) in 2 row\(s\).*row 2: image\[0\]"):
         prepare_rows(load_config(None, [f"--data.path={bad}"]), report=lambda s: None)
-    kept, _ = prepare_rows(load_config(None, [f"--data.path={bad}", "--data.skip_bad=true"]), report=print)
-    assert len(kept) == 2
+    said: list[str] = []
+    kept, _ = prepare_rows(
+        load_config(None, [f"--data.path={bad}", "--data.skip_bad=true"]), report=said.append
+    )
+    assert len(kept) == 2 and "skipping 2 bad row(s) of 4" in said[0]
 
 
 @pytest.mark.slow
