@@ -16,7 +16,7 @@ from medix_r1.errors import check_model_path
 __all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint"]
 
 _MARKER = "medix_converted.json"
-_FORMAT = 2  # bump when the conversion changes, so cached checkpoints are redone
+_FORMAT = 3  # bump when the conversion changes, so cached checkpoints are redone
 
 
 def default_policy_cache() -> Path:
@@ -67,22 +67,30 @@ def gguf_to_checkpoint(
             str(src.parent), gguf_file=src.name, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
         )
         # Some GGUF tokenizers come back with the wrong special tokens (SmolLM2's eos reads as
-        # <|im_start|>); the
-        # model config's eos id is the one the chat template ends a turn with, so it wins.
+        # <|im_start|>); the model config's eos id is the one the chat template ends a turn with, so it wins.
         eos_id = model.config.eos_token_id
         eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
         if isinstance(eos_id, int) and 0 <= eos_id < len(tok) and tok.eos_token_id != eos_id:
             tok.eos_token = tok.convert_ids_to_tokens(eos_id)
         if tok.pad_token is None or tok.pad_token_id == tok.bos_token_id:
             tok.pad_token = tok.eos_token
+        # GGUF tokenizers are BPE, for which transformers ignores this flag (with a warning at every load).
+        tok.clean_up_tokenization_spaces = False
         # The loaded model still carries the GGUF "quantization" marker that save_pretrained refuses;
-        # rebuild a
-        # plain model from the same config and copy the (already dequantised) weights into it.
+        # rebuild a plain model from the same config and copy the (already dequantised) weights into it.
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         plain = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-        plain.load_state_dict(model.state_dict(), strict=False)
+        res = plain.load_state_dict(model.state_dict(), strict=False)
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        missing = [k for k in res.missing_keys if not (tied and k.endswith("lm_head.weight"))]
+        if missing or res.unexpected_keys:  # never save a checkpoint with weights silently left random
+            raise ValueError(
+                f"{src}: converting the GGUF left weights unmatched (missing {missing[:5]}, "
+                f"unexpected {list(res.unexpected_keys)[:5]}); this architecture is not supported by the "
+                "converter: give a Hugging Face checkpoint directory as model.path instead"
+            )
         plain.tie_weights()
         if getattr(model, "generation_config", None) is not None:
             plain.generation_config = model.generation_config
