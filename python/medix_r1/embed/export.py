@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from medix_r1._fsutil import atomic_dir
 from medix_r1.errors import check_model_path
 
 __all__ = ["MANIFEST", "MODEL_FILE", "export_onnx", "read_manifest"]
@@ -142,10 +143,7 @@ def export_onnx(
     pooling, max_length = _pooling(src), _max_length(src, config)
     dim = int(getattr(model.config, "hidden_size", 0) or config.get("hidden_size", 0))
 
-    tmp = dst.with_name(dst.name + ".tmp-export")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(dst) as tmp:
         samples = [
             "pneumonia of the right lower lobe",
             "a longer sentence about an MRI scan of the knee joint",
@@ -194,12 +192,6 @@ def export_onnx(
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if verify:
             _verify(tmp, wrapped, tokenizer, names, pooling, max_length, atol, np, torch)
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from medix_r1._fsutil import atomic_dir
 from medix_r1.errors import check_model_path
 
 __all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint"]
@@ -58,10 +58,7 @@ def gguf_to_checkpoint(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(src.parent), gguf_file=src.name, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
@@ -99,9 +96,4 @@ def gguf_to_checkpoint(
         (tmp / _MARKER).write_text(
             json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype, "format": _FORMAT})
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

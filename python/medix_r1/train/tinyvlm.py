@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from medix_r1._fsutil import atomic_dir
 from medix_r1.errors import check_model_path
 
 __all__ = ["CHAT_TEMPLATE", "FAMILIES", "build_tiny_vlm", "default_family"]
@@ -226,17 +225,9 @@ def build_tiny_vlm(
     model.generation_config = gen
     model.eval()
 
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         note = "the vision tower is randomly initialised: this model cannot see; it exists to test plumbing"
         (tmp / _MARKER).write_text(json.dumps({"recipe": recipe, "note": note}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
