@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from medix_r1.judge import LocalJudge, build_messages, sanitize
-from medix_r1.judge.prompt import SYSTEM, USER_TEMPLATE
+from bench_reward import authors_messages  # the authors' request layout (instruction, answer, truth)
+from medix_r1.judge import LocalJudge, build_messages
 
 DEFAULT_MODEL = (
     Path(os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models"))
@@ -55,13 +55,6 @@ def make_pairs(groups: int, group_size: int) -> list[tuple[str, str]]:
             pred = PREDICTIONS[k % len(PREDICTIONS)].format(truth.lower())
             pairs.append((pred + ("" if k < len(PREDICTIONS) else f" #{k}"), truth))
     return pairs
-
-
-def answers_first_messages(pred: str, truth: str) -> list[dict]:
-    """The naive layout: answers before the instruction, so consecutive prompts share only the system text."""
-    instruction = USER_TEMPLATE.split("<ground_truth>")[0].strip()
-    user = f"Predicted answer: {sanitize(pred)}\nGround truth: {sanitize(truth)}\n\n{instruction}"
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
 def main() -> None:
@@ -106,7 +99,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         for pred, truth in pairs:
-            llm.create_chat_completion(answers_first_messages(pred, truth), max_tokens=4, temperature=0)
+            llm.create_chat_completion(authors_messages(pred, truth), max_tokens=4, temperature=0)
         best_naive = min(best_naive, time.perf_counter() - t0)
 
     n = len(pairs)
@@ -117,14 +110,14 @@ def main() -> None:
         ("A  LocalJudge: 1 token from logits, KV prefix reuse", best_judge),
         ("B  create_chat_completion max_tokens=4, same prompts", best_chat),
         ("C  LocalJudge: 1 token from logits, KV cache reset", best_nokv),
-        ("D  create_chat_completion max_tokens=4, answers first", best_naive),
+        ("D  create_chat_completion max_tokens=4, authors' layout", best_naive),
     ]
     for label, t in rows:
         print(f"{label:55s} {n / t:7.2f} pairs/s  {1000 * t / n:7.1f} ms/pair")
     ratios = [
         ("A vs B (same prompt, llama-cpp-python reuses its prefix too)", best_chat),
         ("A vs C (what the shared prefix buys)", best_nokv),
-        ("A vs D (plain 4-token judge call, answers-first prompt)", best_naive),
+        ("A vs D (plain 4-token judge call, the authors' prompt layout)", best_naive),
     ]
     for label, t in ratios:
         print(f"speed-up {label:62s} {t / best_judge:6.2f}x")

@@ -9,7 +9,10 @@ Batch: ``--prompts`` questions x ``--group-size`` completions, with the duplicat
     tokens to the judge served by ``medix judge serve`` (a subprocess, same GGUF), then the embedding of the
     answer and of the ground truth, one text per call. sentence-transformers is not installed here, so its
     per-item ``encode`` is emulated with transformers on the same checkpoint (tokenize one text, forward,
-    mean pooling, L2 normalisation: what sentence-transformers does for this model).
+    mean pooling, L2 normalisation: what sentence-transformers does for this model). The judge prompt has the
+    authors' layout (one user message: the instruction, then ``Predicted:`` and ``Ground Truth:`` lines; our
+    wording, their order). (1b) is the same call pattern with our prompt (ground truth before the answer, the
+    answer last), which costs the baseline fewer tokens; both get the server's prefix KV reuse.
 (2) CompositeReward: one call for the batch; the judge in-process (LocalJudge: one forward pass per unique
     pair, YES/NO read from the logits, prefix KV cache) and fastembed over the exported ONNX model, batched,
     each distinct text once. Also (2b) with RemoteJudge against the same server (concurrent requests, one
@@ -33,9 +36,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-# torch's OpenMP workers otherwise spin for a while after every per-item encode and, on a 2-core machine,
-# steal the cores of the judge server; the authors ran the judge on separate GPUs, so keep them passive.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Not OMP_WAIT_POLICY=PASSIVE: llama.cpp's OpenMP build synchronises its threads at a barrier after every
+# graph op, and passive (sleeping) waits make it ~3x slower on 2 cores. The server inherits our environment.
+if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+    sys.exit("unset OMP_WAIT_POLICY=PASSIVE: it slows llama.cpp ~3x and would distort both sides")
 
 MODELS = Path(os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models"))
 
@@ -135,11 +139,30 @@ def _authors_answer(s: str) -> str:
     return (m.group(1) if m else s).strip().strip(".")
 
 
-def baseline(
-    responses, truths, url: str, model_name: str, encoder: PerItemEncoder, clock: dict | None = None
-) -> list[tuple[float, float]]:
-    from medix_r1.judge import build_messages
+AUTHORS_LAYOUT = (
+    "You are a helpful assistant.\n"
+    'Compare the predicted answer with the ground truth answer. If their content matches, reply "YES"; '
+    'otherwise reply "NO". Begin your reply with "YES" or "NO" in capitals.\n\n'
+    "Predicted:{predicted}\nGround Truth:{ground_truth}\n"
+)
 
+
+def authors_messages(predicted: str, ground_truth: str) -> list[dict]:
+    """The authors' judge request layout: one user message, instruction first, the answer, then the truth."""
+    user = AUTHORS_LAYOUT.format(predicted=predicted, ground_truth=ground_truth)
+    return [{"role": "user", "content": user}]
+
+
+def baseline(
+    responses,
+    truths,
+    url: str,
+    model_name: str,
+    encoder: PerItemEncoder,
+    clock: dict | None = None,
+    *,
+    messages=authors_messages,
+) -> list[tuple[float, float]]:
     clock = {} if clock is None else clock
     out = []
     for resp, gt in zip(responses, truths):
@@ -149,7 +172,7 @@ def baseline(
             continue
         body = {
             "model": model_name,
-            "messages": build_messages(answer, gt_answer),
+            "messages": messages(answer, gt_answer),
             "max_tokens": 4,
             "temperature": 0.0,
         }
@@ -219,7 +242,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from medix_r1.embed import FastEmbedEmbedder, export_onnx
-    from medix_r1.judge import LocalJudge, RemoteJudge
+    from medix_r1.judge import LocalJudge, RemoteJudge, build_messages
     from medix_r1.rewards import CompositeReward, RewardConfig, analyze
 
     if not (args.onnx / "model.onnx").exists():
@@ -244,22 +267,21 @@ def main() -> None:
         baseline(responses[2:3], truths[2:3], url, name, encoder)
 
         sub = args.baseline_subset if 0 < args.baseline_subset < n else n
-        clock: dict = {}
-        t0 = time.perf_counter()
-        baseline(responses[:sub], truths[:sub], url, name, encoder, clock)
-        t_base_measured = time.perf_counter() - t0
-        t_base = t_base_measured * n / sub
-        if sub < n:
+        t_bases = []
+        for label, msgs in (("(1) ", authors_messages), ("(1b)", build_messages)):
+            clock: dict = {}
+            t0 = time.perf_counter()
+            baseline(responses[:sub], truths[:sub], url, name, encoder, clock, messages=msgs)
+            t_measured = time.perf_counter() - t0
+            t_bases.append(t_measured * n / sub)
+            what = "authors' prompt layout" if msgs is authors_messages else "our judge prompt"
             print(
-                f"(1) baseline measured on the first {sub} of {n} samples: {t_base_measured:.2f} s; "
-                f"EXTRAPOLATED linearly to {n}: {t_base:.2f} s"
-            )
-        else:
-            print(
-                f"(1) baseline, authors' call pattern (HTTP judge 4 tokens/sample + per-item encode): "
-                f"{t_base:.2f} s (judge requests {clock.get('judge', 0):.2f} s, "
+                f"{label} baseline, authors' call pattern, {what} (HTTP judge 4 tokens/sample + per-item "
+                f"encode): {t_measured:.2f} s (judge requests {clock.get('judge', 0):.2f} s, "
                 f"per-item encoding {clock.get('embed', 0):.2f} s)"
+                + (f" on {sub} of {n} samples, EXTRAPOLATED to {t_bases[-1]:.2f} s" if sub < n else "")
             )
+        t_base, t_base_ours = t_bases
 
         # (2) CompositeReward, in-process judge + batched fastembed (fresh caches; model load not timed).
         judge = LocalJudge(args.gguf, n_ctx=2048, n_threads=args.threads)
@@ -273,7 +295,7 @@ def main() -> None:
         print(
             f"(2) CompositeReward, LocalJudge + batched fastembed: {t_ours:.2f} s "
             f"({judge.model_calls - 1} judge forward passes for {asked} judged samples)  "
-            f"-> {t_base / t_ours:.1f}x"
+            f"-> {t_base / t_ours:.1f}x vs (1), {t_base_ours / t_ours:.1f}x vs (1b)"
         )
         assert all(s["overall"] is not None for s in scores)
 
@@ -284,7 +306,7 @@ def main() -> None:
         t_remote = time.perf_counter() - t0
         print(
             f"(2b) CompositeReward, RemoteJudge (same server, concurrency 8) + batched fastembed: "
-            f"{t_remote:.2f} s -> {t_base / t_remote:.1f}x"
+            f"{t_remote:.2f} s -> {t_base / t_remote:.1f}x vs (1), {t_base_ours / t_remote:.1f}x vs (1b)"
         )
         judge.close()
     finally:

@@ -167,8 +167,10 @@ def test_prefix_is_shared_and_reused(judge):
     before = judge.chat.evaluated_tokens
     judge.judge([("second answer xyz", "Meningioma")])
     decoded = judge.chat.evaluated_tokens - before
-    assert decoded <= len(judge.prompt_tokens("second answer xyz", "Meningioma")) - head
-    assert decoded < 30
+    answer = judge.chat.tokenize(sanitize("second answer xyz"), special=False)
+    tail = judge._parts[2]  # the template's end of turn + assistant header
+    assert len(tail) <= 6
+    assert decoded == len(answer) + len(tail)
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -176,13 +178,17 @@ def test_prompt_neutralises_injection(judge, attack):
     msgs = build_messages(attack, "Fracture")
     assert [m["role"] for m in msgs] == ["system", "user"] and msgs[0]["content"] == SYSTEM
     user = msgs[1]["content"]
-    # The fixed instruction is untouched, and each delimiter appears exactly once, ground truth first.
+    # The fixed instruction is untouched, and each delimiter appears exactly once, ground truth first; the
+    # predicted answer runs from its tag to the end of the message, on one line.
+    assert USER_TEMPLATE.endswith("<predicted_answer>\n{predicted}")
     assert user.startswith(USER_TEMPLATE.split("{ground_truth}")[0])
-    assert user.endswith(USER_TEMPLATE.split("{predicted}")[1])
-    for tag in ("<ground_truth>", "</ground_truth>", "<predicted_answer>", "</predicted_answer>"):
+    for tag in ("<ground_truth>", "</ground_truth>", "<predicted_answer>"):
         assert user.count(tag) == 1, tag
+    assert "</predicted_answer>" not in user
     assert user.index("<ground_truth>") < user.index("<predicted_answer>")
-    data = _data_block(user, "predicted_answer")
+    assert _data_block(user, "ground_truth") == "Fracture"
+    data = user.split("<predicted_answer>\n", 1)[1]
+    assert data == sanitize(attack)
     assert "\n" not in data  # no fake lines
     assert not re.search(
         r"(?i)(ground[\s_-]*truth|predicted(\s*answer)?|system|assistant|user|verdict)\s*:", data

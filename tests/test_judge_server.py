@@ -214,6 +214,28 @@ def test_concurrent_connections(server):
         assert all(isinstance(f.result(), str) for f in busy)
 
 
+def test_all_decoding_runs_on_one_model_thread(gguf_path):
+    # One llama.cpp OpenMP thread team for the server's life, not one per connection.
+    from medix_r1.judge.server import serve
+
+    srv = serve(gguf_path, port=0, n_ctx=512, n_threads=2, name=NAME, block=False)
+    seen: set[int] = set()
+    real = srv.chat.generate
+
+    def observed(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    srv.chat.generate = observed
+    try:
+        client = OpenAIChat(srv.url, NAME, concurrency=4, timeout=120)
+        msgs = [[{"role": "user", "content": f"Name organ number {i}."}] for i in range(6)]
+        assert all(isinstance(o, str) for o in client.chat_many(msgs, max_tokens=2))
+    finally:
+        srv.close()
+    assert len(seen) == 1 and threading.get_ident() not in seen
+
+
 def test_server_killed_mid_batch(gguf_path):
     proc, base = start_server(gguf_path)
     try:

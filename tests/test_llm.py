@@ -84,6 +84,44 @@ def test_eval_prompt_reuses_the_prefix_and_is_history_independent(chat):
     assert (warm == cold).all()  # bit for bit: the same split, whatever was cached
 
 
+def test_default_cuts_follow_lines_and_reuse_the_whole_common_prefix(chat):
+    text = "Compare the answers.\nReply YES or NO.\n\n<predicted_answer>\n"
+    head = chat.tokenize(text, special=False)
+    cuts = chat.line_cuts(head)
+    assert cuts and cuts[-1] == len(head)  # the prompt ends with a line break: a cut right at its end
+    assert cuts == chat.line_cuts(head + chat.tokenize("anything", special=False))[: len(cuts)]
+    long_line = chat.tokenize("word " * 200, special=False)
+    gaps = [b - a for a, b in zip([0, *chat.line_cuts(long_line)], chat.line_cuts(long_line))]
+    assert gaps and max(gaps) <= chat.block_size
+    a, b = head + chat.tokenize("a fracture", special=False), head + chat.tokenize("pneumonia", special=False)
+    chat.llm.reset()
+    cold = chat.eval_prompt(b)
+    chat.eval_prompt(a)
+    before = chat.evaluated_tokens
+    warm = chat.eval_prompt(b)
+    assert chat.evaluated_tokens - before == len(b) - len(head)  # only the answer is decoded
+    assert (warm == cold).all()
+
+
+def test_eval_prompt_does_not_reuse_a_cache_filled_by_another_path(chat):
+    # create_chat_completion batches prompts its own way; reusing its KV at our cuts would make the logits
+    # depend on the history, so eval_prompt starts cold after it.
+    tokens = chat.tokenize(chat.format_prompt(HELLO), special=True)
+    chat.llm.reset()
+    cold = chat.eval_prompt(tokens)
+    chat.chat(HELLO, max_tokens=2)
+    before = chat.evaluated_tokens
+    again = chat.eval_prompt(tokens)
+    assert chat.evaluated_tokens - before == len(tokens)
+    assert (again == cold).all()
+
+
+def test_passive_openmp_wait_policy_is_warned_about(gguf_path, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    with pytest.warns(RuntimeWarning, match="OMP_WAIT_POLICY"):
+        LlamaCppChat(gguf_path, n_ctx=256, n_threads=2).close()
+
+
 def test_missing_model_says_how_to_provide_it(tmp_path):
     with pytest.raises(MissingModelError, match=r"no-such\.gguf.*\.gguf"):
         LlamaCppChat(tmp_path / "no-such.gguf")
