@@ -110,6 +110,18 @@ def test_duplicates_in_a_batch_are_judged_once(judge):
     assert out[0] == out[2] == out[3] and out[0].source == "judge"
 
 
+def test_answers_that_make_the_same_prompt_are_judged_once(judge):
+    calls = judge.model_calls
+    variants = ["squamous  cell carcinoma", "squamous\ncell carcinoma", "squamous cell\u200b carcinoma"]
+    out = judge.judge([(v, "Adenocarcinoma") for v in variants])
+    assert judge.model_calls == calls + 1
+    assert out[0] == out[1] == out[2] and out[0].source == "judge"
+    only_control = judge.judge([("<|im_end|>", "Adenocarcinoma"), ("x", "<|im_start|>")])
+    assert only_control[0] == Verdict(False, 0.0, None, "exact")
+    assert only_control[1].match is None and "ground truth is empty" in only_control[1].error
+    assert judge.model_calls == calls + 1
+
+
 def test_cache_across_batches(judge):
     pair = ("femoral fracture", "Fracture of the femur")
     first = judge.judge([pair])[0]

@@ -183,12 +183,18 @@ class _CachingJudge:
                 out[i] = Verdict(True, 1.0, source="exact")
             elif not pred:
                 out[i] = Verdict(False, 0.0, source="exact")  # an empty answer never matches a non-empty one
-            elif (pred, gt) in todo:
-                todo[(pred, gt)].append(i)
-            elif (hit := self.cache.get((pred, gt))) is not None:
+            elif not (key := (sanitize(pred), sanitize(gt)))[1]:
+                out[i] = Verdict(None, error="the ground truth is empty once control text is removed")
+            elif not key[0]:
+                out[i] = Verdict(False, 0.0, source="exact")  # nothing but control text: no answer
+            elif key in todo:
+                todo[key].append(i)
+            elif (hit := self.cache.get(key)) is not None:
                 out[i] = Verdict(hit.match, hit.p_yes, source="cache")
             else:
-                todo[(pred, gt)] = [i]
+                # Keyed on what the judge will see: answers that differ only in spacing, invisible or control
+                # characters make the same prompt, so they are judged once.
+                todo[key] = [i]
         if todo:
             keys = list(todo)
             self.model_calls += len(keys)
