@@ -85,21 +85,22 @@ def test_eval_prompt_reuses_the_prefix_and_is_history_independent(chat):
 
 
 def test_default_cuts_follow_lines_and_reuse_the_whole_common_prefix(chat):
-    text = "Compare the answers.\nReply YES or NO.\n\n<predicted_answer>\n"
-    head = chat.tokenize(text, special=False)
-    cuts = chat.line_cuts(head)
-    assert cuts and cuts[-1] == len(head)  # the prompt ends with a line break: a cut right at its end
-    assert cuts == chat.line_cuts(head + chat.tokenize("anything", special=False))[: len(cuts)]
+    head = chat.tokenize("Compare the answers.\nReply YES or NO.\n\n<predicted_answer>\n", special=False)
+    end = chat.tokenize("<|im_end|>\n<|im_start|>assistant\n", special=True)  # the template's closing lines
+    a = head + chat.tokenize("a fracture of the left femur", special=False) + end
+    b = head + chat.tokenize("pneumonia", special=False) + end
+    cuts = chat.line_cuts(b)
+    # The answer starts a piece that runs to the end: no cut inside the template's closing lines.
+    assert cuts[-1] == len(head) and cuts == chat.line_cuts(a)
     long_line = chat.tokenize("word " * 200, special=False)
-    gaps = [b - a for a, b in zip([0, *chat.line_cuts(long_line)], chat.line_cuts(long_line))]
+    gaps = [y - x for x, y in zip([0, *chat.line_cuts(long_line)], chat.line_cuts(long_line))]
     assert gaps and max(gaps) <= chat.block_size
-    a, b = head + chat.tokenize("a fracture", special=False), head + chat.tokenize("pneumonia", special=False)
     chat.llm.reset()
     cold = chat.eval_prompt(b)
     chat.eval_prompt(a)
     before = chat.evaluated_tokens
     warm = chat.eval_prompt(b)
-    assert chat.evaluated_tokens - before == len(b) - len(head)  # only the answer is decoded
+    assert chat.evaluated_tokens - before == len(b) - len(head)  # only the answer and the closing lines
     assert (warm == cold).all()
 
 

@@ -155,6 +155,7 @@ class LlamaCppChat:
         self.evaluated_tokens = 0  # tokens actually decoded by eval_prompt (the rest came from the KV cache)
         self.reused_tokens = 0
         self.block_size = 64  # longest run of eval_prompt's default cuts without a line break
+        self.min_last_piece = 6  # shortest last piece eval_prompt's default cuts leave
         self._breaks: dict[int, bool] = {}  # token id -> "its text contains a line break"
         self._kv_bounds: set[int] = set()  # decode-call boundaries of what the KV cache holds
         self._kv_tokens = np.zeros(0, dtype=np.intc)  # the prompt eval_prompt left in the cache
@@ -233,9 +234,10 @@ class LlamaCppChat:
 
     def line_cuts(self, tokens: Sequence[int]) -> list[int]:
         """Deterministic split points of a prompt: after every token containing a line break, and every
-        ``block_size`` tokens within a longer line. They depend on the prompt alone, and prompts that diverge
-        at the start of a line (a new message, a new field, an answer after its tag) share every cut before
-        the divergence, so the whole common prefix is reused."""
+        ``block_size`` tokens within a longer line, except those that would leave a last piece shorter than
+        ``min_last_piece`` tokens. They depend on the prompt alone, and prompts that diverge at the start of a
+        line (a new message, a new field, an answer after its tag) share every cut before the divergence, so
+        the whole common prefix is reused."""
         cuts, last = [], 0
         for i, t in enumerate(tokens, 1):
             brk = self._breaks.get(t)
@@ -244,6 +246,10 @@ class LlamaCppChat:
             if brk or i - last >= self.block_size:
                 cuts.append(i)
                 last = i
+        # No short last piece: the template's closing lines ("<|im_end|>\n<|im_start|>assistant\n") always
+        # follow the text before them, so cutting there saves nothing and costs a decode call each.
+        while cuts and len(tokens) - cuts[-1] < self.min_last_piece:
+            cuts.pop()
         return cuts
 
     def eval_prompt(self, tokens: Sequence[int], *, cuts: Sequence[int] | None = None) -> np.ndarray:
