@@ -93,7 +93,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         for pred, truth in pairs:
-            llm.reset()  # forget the KV cache: every prompt decoded in full
+            judge.chat.reset()  # forget the KV cache: every prompt decoded in full
             judge.p_yes(pred, truth)
         best_nokv = min(best_nokv, time.perf_counter() - t0)
 

@@ -177,7 +177,7 @@ class LlamaCppChat:
         with self.lock:
             # A cold start each time: reusing the cached prefix changes how llama.cpp batches the prompt, and
             # with it greedy near-ties, so the reply would depend on the previous conversation.
-            self.llm.reset()
+            self.reset()
             try:
                 out = self.llm.create_chat_completion(
                     messages=messages,
@@ -231,6 +231,13 @@ class LlamaCppChat:
         import llama_cpp
 
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def reset(self) -> None:
+        """Forget the KV cache. Call it before filling the cache any other way than :meth:`eval_prompt`
+        (e.g. ``llm.create_chat_completion``), so that eval_prompt never reuses KV split differently."""
+        with self.lock:
+            self.llm.reset()
+            self._kv_bounds, self._kv_tokens = set(), np.zeros(0, dtype=np.intc)
 
     def line_cuts(self, tokens: Sequence[int]) -> list[int]:
         """Deterministic split points of a prompt: after every token containing a line break, and every

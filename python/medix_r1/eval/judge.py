@@ -234,7 +234,7 @@ class LocalGrammarJudge:
 
         grammar = LlamaGrammar.from_string(GRAMMARS[template], verbose=False)
         with self.chat.lock:
-            self.chat.llm.reset()
+            self.chat.reset()
             r = self.chat.llm.create_chat_completion(
                 messages=msgs, max_tokens=16, temperature=0.0, grammar=grammar, seed=self.chat.seed
             )
