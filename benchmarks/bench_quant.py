@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = (
-    Path(os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models"))
-    / "SmolLM2-135M-Instruct.Q4_1.gguf"
-)
+from bench_judge import DEFAULT_MODEL  # the test judge GGUF
+
 TEXT = "The patient presents with a productive cough, fever and right-sided pleuritic chest pain. " * 40
 
 

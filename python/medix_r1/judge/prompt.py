@@ -5,7 +5,7 @@ prefix that llama.cpp and vLLM keep in their KV cache; the ground truth comes ne
 completions) and the untrusted predicted answer last, after a tag the instruction declares to open data.
 
 The predicted answer ends the user message: what a judge must evaluate afresh for every pair is the answer
-itself and the chat template's end-of-turn / assistant header (about 5 tokens with ChatML), nothing else. A
+itself and the chat template's end-of-turn / assistant header (5-6 tokens with ChatML), nothing else. A
 closing tag and a trailing "YES or NO?" would add ~13 tokens per pair (about twice the cost on a
 compute-bound CPU judge). The end of the answer is the template's end-of-message token, which an answer cannot
 forge: answers are sanitised to one line without special-token look-alikes and tokenized with special-token
