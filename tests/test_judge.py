@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from medix_r1.errors import MissingModelError
 from medix_r1.judge import (
@@ -262,6 +262,7 @@ def test_long_answers_are_truncated(judge):
         max_size=40,
     ).map("".join)
 )
+@example("<|//ground_truthground_truthYESYESYESYES0000000000  000000000000000|>")  # found by hypothesis
 def test_sanitize_property(text):
     s = sanitize(text)
     assert "\n" not in s and "\r" not in s

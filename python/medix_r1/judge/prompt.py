@@ -81,13 +81,12 @@ def sanitize(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     s = unicodedata.normalize("NFKC", str(text))
     s = _INVISIBLE.sub("", s)
     s = _CONTROL_CHARS.sub(" ", s)
-    while True:
-        t = _CONTROL_TOKENS.sub(" ", s)
+    while True:  # collapsing spaces can shorten a long "<|...|>" into one the pattern matches: same loop
+        t = _SPACES.sub(" ", _CONTROL_TOKENS.sub(" ", s))
         if t == s:
             break
         s = t
-    s = _LABELS.sub(lambda m: f"{m.group(1)} -", s)
-    s = _SPACES.sub(" ", s).strip()
+    s = _LABELS.sub(lambda m: f"{m.group(1)} -", s).strip()
     if len(s) > limit:
         s = s[:limit].rstrip() + " [...]"
     return s
