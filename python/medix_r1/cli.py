@@ -11,13 +11,12 @@ import importlib
 import sys
 
 from medix_r1 import __version__
+from medix_r1.errors import MedixError, MedixInputError, UserError
+
+__all__ = ["UserError", "build_parser", "main"]  # UserError: kept importable from here
 
 # (module in medix_r1.commands, the subcommand it registers): kept in the order --help lists them.
 COMMANDS = ("demo", "train", "data", "reward", "judge", "embed", "eval")
-
-
-class UserError(Exception):
-    """An error the user can fix (a missing file, a bad option); printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except UserError as e:
+    except (MedixError, MedixInputError) as e:
         print(f"medix: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medix_r1.errors import ResumeMismatchError
+
 __all__ = ["ResumeMismatchError", "append_row", "check_meta", "open_append", "read_rows"]
 
 
-class ResumeMismatchError(ValueError):
-    """An output directory holds work done with other settings (another model or judge)."""
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -10,6 +10,8 @@ and an ``errors`` entry naming ``file:line`` and what was wrong; it is never sco
 
 from __future__ import annotations
 
+from medix_r1 import errors
+
 import json
 import os
 import sys
@@ -25,8 +27,7 @@ __all__ = ["ScoreFileResult", "score_file"]
 FIELDS = ("response", "ground_truth")
 
 
-class ResumeMismatchError(ValueError):
-    """The output file's rows do not correspond to the input file's (different ids at the same row)."""
+ResumeMismatchError = errors.ResumeMismatchError  # one type for the whole package (medix_r1.errors)
 
 
 @dataclass

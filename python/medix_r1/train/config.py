@@ -7,6 +7,8 @@ presets (GRPO, DAPO, GSPO, Dr. GRPO) fill whatever the user left unset, so a YAM
 
 from __future__ import annotations
 
+from medix_r1 import errors
+
 import dataclasses
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,8 +31,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
+ConfigError = errors.ConfigError  # one type for the whole package (medix_r1.errors)
 
 
 def _f(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:

@@ -5,6 +5,8 @@ turning rows into the conversational dataset the trainer reads. Never reaches a 
 
 from __future__ import annotations
 
+from medix_r1 import errors
+
 import io
 import json
 import re
@@ -28,8 +30,7 @@ _TAG_RE = re.compile(r"^\s*<\s*([A-Za-z_][A-Za-z0-9_ ]*)\s*>\s*(.*)$", re.S)
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 
 
-class DataError(ValueError):
-    """The dataset cannot be read, or has bad rows and skipping was not asked for."""
+DataError = errors.DataError  # one type for the whole package (medix_r1.errors)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ up, because Unsloth must be imported before TRL.
 
 from __future__ import annotations
 
+from medix_r1 import errors
+
 import logging
 import math
 import time
@@ -105,8 +107,7 @@ def install_cpu_logprob() -> bool:
     return True
 
 
-class JudgeOutageError(RuntimeError):
-    """The judge stayed unavailable through every retry; a resumable checkpoint was written first."""
+JudgeOutageError = errors.JudgeOutageError  # one type for the whole package (medix_r1.errors)
 
 
 # Output keys whose first dimension is one row per completion, and how to pad them when batches are merged.
