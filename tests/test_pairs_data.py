@@ -1,4 +1,4 @@
-"""The bundled labeled answer pairs (`medix judge validate`'s default `--pairs`) are well formed and balanced."""
+"""The bundled labeled answer pairs, default `--pairs` of `medix judge validate`: well formed and balanced."""
 
 from __future__ import annotations
 
@@ -94,3 +94,21 @@ def test_tagged_ground_truths_use_known_tags(rows):
         assert not TAG.match(r["answer"]), n
     assert 0.2 <= tagged / len(rows) <= 0.35, tagged
     assert all(r["ground_truth"].startswith("<") for r in rows if r["category"] == "modality_tagged")
+
+
+def test_readme_counts_match_the_file(rows):
+    readme = (resources.files("medix_r1") / "judge" / "data" / "README.md").read_text(encoding="utf-8")
+    table = {
+        m.group(1): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        for m in re.finditer(r"^\| `(\w+)` \| (\d+) \| (\d+) \| (\d+) \|", readme, re.MULTILINE)
+    }
+    actual = {
+        cat: (
+            sum(r["category"] == cat for r in rows),
+            sum(r["category"] == cat and r["match"] for r in rows),
+            sum(r["category"] == cat and not r["match"] for r in rows),
+        )
+        for cat in CATEGORIES
+    }
+    assert table == actual
+    assert f"It has {len(rows)} pairs" in readme
