@@ -32,9 +32,10 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
     """onnxruntime's own exception types (they derive from Exception only, so they are named here)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile")
-    names += ("NotImplemented", "RuntimeException")
-    return tuple(getattr(ort_state, n) for n in names if hasattr(ort_state, n))
+    names = (
+        "Fail InvalidArgument InvalidGraph InvalidProtobuf NoModel NoSuchFile NotImplemented RuntimeException"
+    )
+    return tuple(getattr(ort_state, n) for n in names.split() if hasattr(ort_state, n))
 
 
 def _bad_onnx(path: Path, what: str, e: BaseException) -> DataError:
@@ -135,7 +136,7 @@ class FastEmbedEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         try:
             return _l2(np.stack(list(self._model.embed(texts, batch_size=self.batch_size))))
-        except (*_ort_errors(), ValueError) as e:
+        except (*_ort_errors(), ValueError) as e:  # type: ignore[misc]
             # A graph that loads but does not take what its manifest says (another model's export);
             # onnxruntime's Python layer checks the feed with ValueError, its core with its own types.
             raise _bad_onnx(self.model_file, "does not run as its manifest describes", e) from None
