@@ -273,8 +273,8 @@ def test_sidecar_records_what_produced_the_output(tmp_path, capsys):
     before = out.read_bytes()
     capsys.readouterr()
     for extra, named in (
-        (["--mode", "reference"], '--mode ("strict" then, "reference" now)'),
-        (["--weights", "format=0.5"], "--weights"),
+        (["--mode", "reference"], '--mode was "strict", now "reference"'),
+        (["--weights", "format=0.5"], '--weights was {"format": 0.1,'),
     ):
         assert main([*args, *extra]) == 2
         err = _one_line_error(capsys)
@@ -450,3 +450,20 @@ def test_kill_9_at_random_points_loses_no_rows(tmp_path):
         f"rows lost {lost}, rows differing from an uninterrupted run {differing}"
     )
     assert lost == 0 and differing == 0 and out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.slow
+def test_format_only_output_is_not_resumed_with_a_judge(tmp_path, capsys, gguf_path):
+    """Rerunning a format-only output with a real judge would mix two configurations in one file."""
+    rows = [{"id": i, "response": GOOD.format(f"a{i}"), "ground_truth": GT} for i in range(4)]
+    inp = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    assert main([*args, "--batch-size", "2"]) == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))  # as if it had stopped half-way
+    capsys.readouterr()
+    assert main([*args, "--judge-model", str(gguf_path), "--judge-threads", "1"]) == 2
+    err = _one_line_error(capsys)
+    assert "produced by another run (the judge: none then, one now;" in err and "delete" in err, err
+    assert out.read_bytes() == b"".join(lines[:2])

@@ -270,24 +270,27 @@ def _read_meta(path: Path, outp: Path, start_over: str) -> dict[str, Any] | None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    names = {
-        "input_sha256": "the input's content",
-        "mode": "--mode",
-        "weights": "--weights",
-        "soft_judge": "--soft-judge",
-        "judge": "the judge",
-        "embed": "the embedding model",
-    }
+    """What differs between two fingerprints, in words."""
     out = []
     for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            label = names.get(key, key)
-            if key in ("mode", "weights", "soft_judge"):
-                label += f" ({json.dumps(old.get(key))} then, {json.dumps(new.get(key))} now)"
-            elif key in ("judge", "embed"):
-                was = "none" if old.get(key) is None else "another" if new.get(key) is not None else "one"
-                label += f" ({was} then)"
-            out.append(label)
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "input_sha256":
+            out.append("the input's content has changed")
+        elif key in ("mode", "weights", "soft_judge"):
+            flag = "--" + key.replace("_", "-")
+            out.append(f"{flag} was {json.dumps(a)}, now {json.dumps(b)}")
+        elif key in ("judge", "embed"):
+            what = "the judge" if key == "judge" else "the embedding model"
+            if a is None or b is None:
+                out.append(
+                    f"{what}: {'none' if a is None else 'one'} then, {'none' if b is None else 'one'} now"
+                )
+            else:
+                out.append(f"{what} is another model or setting")
+        else:
+            out.append(f"{key} differs")
     return out
 
 
@@ -428,7 +431,7 @@ def score_file(
         if existing.rows and meta is not None and meta["fingerprint"] != fingerprint:
             diff = _differences(meta["fingerprint"], fingerprint)
             raise ResumeMismatchError(
-                f"{outp} was produced with a different {', '.join(diff)} (recorded in {mpath}); {start_over}"
+                f"{outp} was produced by another run ({'; '.join(diff)}; recorded in {mpath}); {start_over}"
             )
         if len(existing.rows) > total:
             raise ResumeMismatchError(
