@@ -467,3 +467,28 @@ def test_format_only_output_is_not_resumed_with_a_judge(tmp_path, capsys, gguf_p
     err = _one_line_error(capsys)
     assert "produced by another run (the judge: none then, one now;" in err and "delete" in err, err
     assert out.read_bytes() == b"".join(lines[:2])
+
+
+def test_a_row_that_breaks_its_batch_is_that_rows_error(tmp_path):
+    """If scoring a batch raises because of one row's content, the batch is scored row by row: that row
+    gets the error, the others their scores."""
+    from medix_r1 import MedixInputError
+    from medix_r1.rewards.composite import CompositeReward
+
+    class Picky(CompositeReward):  # the real reward, refusing one kind of content as a native error would
+        def score(self, responses, ground_truths):
+            if any("BOOM" in r for r in responses):
+                raise MedixInputError("responses[0] is not acceptable")
+            return super().score(responses, ground_truths)
+
+    rows = [{"id": i, "response": GOOD.format("x"), "ground_truth": GT} for i in range(5)]
+    rows[2]["response"] = "BOOM"
+    inp = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    res = score_file(inp, out, batch_size=5, progress=False, reward=Picky())
+    got = _rows(out)
+    assert (res.rows, res.failed) == (5, 1)
+    assert [r["overall"] for r in got] == [1.0, 1.0, None, 1.0, 1.0]
+    assert got[2]["errors"] == [
+        f"{inp}:3: could not be scored: MedixInputError: responses[0] is not acceptable"
+    ]

@@ -512,7 +512,7 @@ or embedder outage (BackendError, JudgeFailedError) is not a row's fault: it sto
 
 def _score_rows(reward: CompositeReward, good: Sequence[_Row]) -> list[dict[str, Any] | str]:
     """Scores for ``good`` rows; when the batch raises, each row alone, so one bad row is that row's error
-    (a string) and the others are kept."""
+    (a string) and the others are kept. (Should every row fail, the exit status says so: see the CLI.)"""
     responses = [r.data["response"] for r in good]  # type: ignore[index]
     truths = [r.data["ground_truth"] for r in good]  # type: ignore[index]
     try:
@@ -526,8 +526,6 @@ def _score_rows(reward: CompositeReward, good: Sequence[_Row]) -> list[dict[str,
                 out.append(reward.score([resp], [gt])[0])
             except _ROW_ERRORS as e:
                 out.append(f"could not be scored: {type(e).__name__}: {e}")
-        if all(isinstance(s, str) for s in out):
-            raise  # every row fails alone too: not a row problem, so not written as one
         return out
 
 
