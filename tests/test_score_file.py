@@ -492,3 +492,17 @@ def test_a_row_that_breaks_its_batch_is_that_rows_error(tmp_path):
     assert got[2]["errors"] == [
         f"{inp}:3: could not be scored: MedixInputError: responses[0] is not acceptable"
     ]
+
+
+def test_two_runs_on_one_output_are_stopped(tmp_path):
+    import fcntl
+
+    from medix_r1.errors import DataError
+
+    inp = _write(tmp_path / "in.jsonl", [{"response": GOOD.format("x"), "ground_truth": GT}])
+    out = tmp_path / "out.jsonl"
+    with open(out, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a run in progress holds it
+        with pytest.raises(DataError, match="being written by another"):
+            score_file(inp, out, progress=False)
+    assert score_file(inp, out, progress=False).rows == 1

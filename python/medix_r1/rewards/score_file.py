@@ -18,6 +18,7 @@ refused (ResumeMismatchError / DataError) with a message that says how to start 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -497,7 +498,9 @@ def _lock(f: BinaryIO, outp: Path) -> None:
         return
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return  # a filesystem without locks: run unlocked, as before
         raise DataError(
             f"{outp} is being written by another `medix reward score` "
             "(wait for it, or choose another --output)",
