@@ -110,3 +110,31 @@ def test_unsupported_inputs(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unsupported"):
         load_rows(tmp_path / "x.csv")
+
+
+def test_non_utf8_and_broken_json_are_one_line_errors(tmp_path, capsys):
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(
+        b'{"problem": "q", "solution": "<X_RAY> a"}\n{"problem": "caf\xe9", "solution": "<X_RAY> a"}\n'
+    )
+    bad_json = tmp_path / "whole.json"
+    bad_json.write_bytes(b'[{"problem": "\xff"}]')
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"problem": "q",')
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "\n")
+    not_rows = tmp_path / "ints.json"
+    not_rows.write_text("[1, 2]")
+    for path, says in (
+        (latin1, f"{latin1}:2: not UTF-8 text (byte 0xe9 at column 17); re-save it as UTF-8"),
+        (bad_json, f"{bad_json}: not UTF-8 text (byte 0xff at offset 14)"),
+        (broken, f"{broken}: not valid JSON"),
+        (deep, f"{deep}: line 1 is not valid JSON"),
+        (not_rows, f"{not_rows}: expected a JSON list of row objects"),
+    ):
+        assert main(["data", "check", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and says in err, err
+    with pytest.raises(DataError) as e:
+        load_rows(latin1)
+    assert (e.value.path, e.value.line) == (str(latin1), 2) and "iconv" in str(e.value)

@@ -172,3 +172,75 @@ def test_export_cli(minilm_hf_dir, tmp_path, capsys):
     assert "--embed-model" in capsys.readouterr().err
     assert read_manifest(out)["dim"] == 384
     assert not (tmp_path / "onnx.tmp-export").exists()
+
+
+def _linked_export(src, dst, but):
+    """An exported directory of links to ``src``'s files but ``but``, which the test then writes itself."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name != but:
+            (dst / f.name).symlink_to(f)
+    return dst
+
+
+def test_corrupt_export_is_a_one_line_error(minilm_onnx_dir, tmp_path, capsys):
+    from medix_r1.cli import main
+    from medix_r1.errors import DataError
+
+    d = _linked_export(minilm_onnx_dir, tmp_path / "onnx", "model.onnx")
+    (d / "model.onnx").write_bytes(b"this is not an ONNX model" * 40)
+    with pytest.raises(DataError, match=r"model\.onnx.*not a valid ONNX model.*medix embed export") as e:
+        FastEmbedEmbedder(d)
+    assert e.value.path == str(d / "model.onnx")
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"response": "<answer>a</answer>", "ground_truth": "a"}\n')
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--embed-model", str(d)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and str(d / "model.onnx") in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "manifest, says",
+    [
+        (b"\x00\x01garbage", "corrupt embedding manifest, not JSON"),
+        (b"[1, 2]", "corrupt embedding manifest (not a JSON object)"),
+        (b'{"pooling": "max", "model_file": "../../model.onnx"}', "dim must be a positive integer"),
+    ],
+)
+def test_corrupt_manifest_is_a_one_line_error(minilm_onnx_dir, tmp_path, capsys, manifest, says):
+    from medix_r1.cli import main
+    from medix_r1.errors import DataError
+
+    d = _linked_export(minilm_onnx_dir, tmp_path / "onnx", "medix_embed.json")
+    (d / "medix_embed.json").write_bytes(manifest)
+    with pytest.raises(DataError, match="medix embed export") as e:
+        FastEmbedEmbedder(d)
+    assert e.value.path == str(d / "medix_embed.json") and says in str(e.value)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"response": "<answer>a</answer>", "ground_truth": "a"}\n')
+    args = ["reward", "score", "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--embed-model"]
+    assert main([*args, str(d)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "medix_embed.json" in err and says in err, err
+    (d / "medix_embed.json").unlink()
+    with pytest.raises(MissingModelError, match=r"no medix_embed\.json"):
+        FastEmbedEmbedder(d)
+
+
+def test_an_onnx_graph_of_another_shape_is_a_one_line_error(minilm_onnx_dir, tmp_path):
+    import onnx
+    from medix_r1.errors import DataError
+    from onnx import TensorProto, helper
+
+    d = _linked_export(minilm_onnx_dir, tmp_path / "onnx", "model.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 384])
+    y = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [None, 384])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["last_hidden_state"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), d / "model.onnx")
+    e = FastEmbedEmbedder(d)  # it loads: only running it shows it is not the export
+    with pytest.raises(DataError, match=r"does not run as its manifest describes.*medix embed export"):
+        e.embed(["pneumonia"])

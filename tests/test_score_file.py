@@ -173,3 +173,336 @@ def test_real_models_cli(tmp_path, gguf_path, minilm_onnx_dir):
     assert main([*args[:5], str(soft), *args[6:], "--soft-judge", "--soft-embed"]) == 0
     q02 = {r["id"]: r for r in _rows(soft)}["q02"]
     assert 0.0 < q02["accuracy_embed"] < 1.0 and 0.0 < q02["accuracy_llm"] < 1.0
+
+
+# --------------------------------------------------------------------------------------------------------
+# No row stops a run (issue 11, item 3)
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_no_row_stops_a_run(tmp_path, capsys):
+    ok = {"response": GOOD.format("right lower lobe pneumonia"), "ground_truth": GT}
+    deep = "[" * 200 + "]" * 200
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(
+        b"\n".join(
+            [
+                json.dumps({"id": 0, **ok}).encode(),
+                b'{"id": 1, "response": "\\ud800 lone", "ground_truth": "g"}',
+                b'{"id": 2, "response": "ok", "ground_truth": "<X_RAY> \\udfff"}',
+                json.dumps({"id": 3, **ok, "note": "\ud800", "\udc00key": ["\udbff"]}).encode(),
+                json.dumps({"id": 4, **ok}).encode()[:-1] + b', "meta": ' + deep.encode() + b"}",
+                b"[" * 100_000,
+                b'{"id": 6, "big": ' + b"9" * 5000 + b"}",
+                b'"just a string"',
+                b'{"id": 8, "response": null, "ground_truth": {"a": 1}}',
+                b'{"id": 9, "response": "caf\xe9", "ground_truth": "\xff"}',
+                b"\xef\xbb\xbf{}",
+                json.dumps({"id": 11, **ok}).encode(),
+            ]
+        )
+        + b"\n"
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    rows = _rows(out)
+    assert len(rows) == 12
+    for i in (0, 3, 11):
+        assert rows[i]["overall"] == 1.0 and rows[i]["errors"] == [], rows[i]
+    # Fields that are not valid Unicode are kept exactly (as JSON escapes) on a row that is scored.
+    assert rows[3]["note"] == "\ud800" and rows[3]["\udc00key"] == ["\udbff"]
+    out.read_bytes().decode("utf-8")  # and the file itself is valid UTF-8
+    expect = {
+        1: "field `response` is not valid Unicode (lone surrogate U+D800 at character 1)",
+        2: "field `ground_truth` is not valid Unicode (lone surrogate U+DFFF",
+        4: "field(s) `meta` nested deeper than 64 levels (dropped)",
+        5: "JSON nested too deeply to read",
+        6: "not valid JSON (Exceeds the limit",
+        7: "expected a JSON object, got str",
+        8: "field `response` must be a string, got NoneType; field `ground_truth` must be a string, got dict",
+        9: "not valid UTF-8 (byte 0xe9",
+        10: "not valid JSON",
+    }
+    for i, msg in expect.items():
+        assert all(rows[i][k] is None for k in KEYS[:-1]), rows[i]
+        assert rows[i]["errors"][0].startswith(f"{inp}:{i + 1}: {msg}"), (i, rows[i]["errors"])
+    assert rows[4]["id"] == 4 and "meta" not in rows[4]  # the shallow fields stay
+    # A rerun resumes after them instead of failing at the same row again.
+    res = score_file(inp, out, progress=False)
+    assert (res.skipped, res.scored, res.failed) == (12, 0, 9)
+
+
+def test_exit_status_is_1_only_when_every_row_failed(tmp_path, capsys):
+    inp = _write(tmp_path / "in.jsonl", ["[1]", '{"response": 1}'])
+    out = tmp_path / "out.jsonl"
+    assert main(["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]) == 1
+    assert "every row failed" in capsys.readouterr().err
+    assert len(_rows(out)) == 2
+    empty = _write(tmp_path / "empty.jsonl", [])
+    assert main(["reward", "score", "--input", str(empty), "--output", str(tmp_path / "e.jsonl")]) == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Resume trusts nothing (item 5) and one-line errors for paths (item 8)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medix: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_sidecar_records_what_produced_the_output(tmp_path, capsys):
+    from medix_r1.errors import ResumeMismatchError
+    from medix_r1.rewards.score_file import meta_path
+
+    rows = [{"id": i, "response": GOOD.format(f"a{i}"), "ground_truth": GT} for i in range(6)]
+    inp = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    assert main([*args, "--batch-size", "4"]) == 0
+    meta = json.loads(meta_path(out).read_text())
+    fp = meta["fingerprint"]
+    assert meta["input"] == str(inp.resolve()) and meta["rows"] == 6
+    assert fp["mode"] == "strict" and fp["judge"] is None and fp["embed"] is None
+    assert fp["weights"] == {"format": 0.1, "llm": 0.575, "embed": 0.375, "modality": 0.05}
+    assert len(fp["input_sha256"]) == 64
+    before = out.read_bytes()
+    capsys.readouterr()
+    for extra, named in (
+        (["--mode", "reference"], '--mode was "strict", now "reference"'),
+        (["--weights", "format=0.5"], '--weights was {"format": 0.1,'),
+    ):
+        assert main([*args, *extra]) == 2
+        err = _one_line_error(capsys)
+        assert named in err and f"delete {out} and {meta_path(out)}" in err, err
+    # A changed input (one row edited) is another input, even with the same ids.
+    _write(inp, [*rows[:5], {**rows[5], "response": "edited"}])
+    with pytest.raises(ResumeMismatchError, match="the input's content"):
+        score_file(inp, out, progress=False)
+    assert out.read_bytes() == before  # refusing touches nothing
+
+
+def test_judge_and_embedder_identity(tmp_path):
+    import shutil
+
+    from medix_r1.rewards.composite import CompositeReward, RewardConfig
+    from medix_r1.rewards.score_file import _fingerprint
+
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"GGUF" + bytes(range(256)) * 20_000)
+    b.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 20_000)
+    (tmp_path / "moved").mkdir()
+    copy = Path(shutil.copy(a, tmp_path / "moved" / "a-copy.gguf"))
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    (emb / "medix_embed.json").write_text('{"dim": 4}')
+    (emb / "model.onnx").write_bytes(b"onnx" * 1000)
+
+    def fp(**cfg):
+        return _fingerprint(CompositeReward(RewardConfig.from_dict(cfg)), "0" * 64)
+
+    assert fp(judge={"model": str(a)}) == fp(judge={"model": str(copy)})  # moved or copied: the same model
+    assert fp(judge={"model": str(a)}) != fp(judge={"model": str(b)})
+    assert fp(judge={"url": "http://127.0.0.1:1/v1", "name": "x"})["judge"] == {
+        "url": "http://127.0.0.1:1/v1",
+        "name": "x",
+    }
+    e1 = fp(embed={"model": str(emb)})
+    (emb / "fastembed-cache.lock").write_text("")  # what a loader drops there is not the model
+    assert fp(embed={"model": str(emb)}) == e1
+    assert fp(embed={"model": str(emb), "threshold": 0.7}) != e1
+    (emb / "model.onnx").write_bytes(b"ONNX" * 1000)  # a re-export
+    assert fp(embed={"model": str(emb)}) != e1
+
+
+def test_output_that_is_the_input_or_a_folder(tmp_path, capsys):
+    import os
+
+    inp = _write(tmp_path / "in.jsonl", [{"response": "r", "ground_truth": "g"}])
+    before = inp.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(inp)
+    os.link(inp, tmp_path / "hard.jsonl")
+    for out, says in (
+        (inp, "is the input file"),
+        (tmp_path / "link.jsonl", "is a link to the input file"),
+        (tmp_path / "hard.jsonl", "is a link to the input file"),
+        (tmp_path, "is a directory: give a file path"),
+        (tmp_path / "no" / "such" / "out.jsonl", "does not exist (create it first)"),
+    ):
+        assert main(["reward", "score", "--input", str(inp), "--output", str(out)]) == 2
+        err = _one_line_error(capsys)
+        assert str(out) in err and says in err, err
+    assert main(["reward", "score", "--input", str(tmp_path), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "is not a file" in _one_line_error(capsys)
+    assert inp.read_bytes() == before
+
+
+def test_a_copy_of_the_input_is_not_resumed(tmp_path, capsys):
+    import shutil
+
+    inp = _write(tmp_path / "in.jsonl", [{"id": i, "response": "r", "ground_truth": "g"} for i in range(3)])
+    out = Path(shutil.copy(inp, tmp_path / "copy.jsonl"))
+    assert main(["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "has no copy.jsonl.meta.json record" in err and "already there (resumed)" not in err
+    assert out.read_bytes() == inp.read_bytes()
+    # With a record beside it (copied from a real run), its lines still are not scored rows.
+    real = tmp_path / "real.jsonl"
+    score_file(inp, real, progress=False)
+    shutil.copy(tmp_path / "real.jsonl.meta.json", tmp_path / "copy.jsonl.meta.json")
+    capsys.readouterr()
+    assert main(["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]) == 2
+    assert "lines 1, 2, 3 are not a scored row" in _one_line_error(capsys)
+
+
+def test_corrupt_middle_lines_are_refused_by_number(tmp_path, capsys):
+    from medix_r1.errors import DataError
+
+    inp = _write(
+        tmp_path / "in.jsonl", [{"id": i, "response": GOOD.format(i), "ground_truth": GT} for i in range(8)]
+    )
+    out = tmp_path / "out.jsonl"
+    score_file(inp, out, progress=False)
+    lines = out.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"id": 2, "overall": 1.0, "form\n'
+    lines[5] = b"\x00\x00\x00\n"
+    damaged = b"".join(lines[:7]) + lines[7][:10]  # and a torn last line
+    out.write_bytes(damaged)
+    with pytest.raises(DataError, match=r"lines 3, 6 are not a scored row") as e:
+        score_file(inp, out, progress=False)
+    assert e.value.line == 3 and "head -n 2" in str(e.value)
+    assert out.read_bytes() == damaged  # nothing dropped, not even the torn tail, when refusing
+    capsys.readouterr()
+    assert main(["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]) == 2
+    _one_line_error(capsys)
+
+
+def _medix(args: list[str]) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", "import sys; from medix_r1.cli import main; sys.exit(main())", *args]
+
+
+def _subprocess_env() -> dict:
+    import os
+
+    import medix_r1
+
+    env = dict(os.environ)
+    pkg_root = str(Path(medix_r1.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_loses_no_rows(tmp_path):
+    """A real `medix reward score` process is killed with SIGKILL at random points (before, during and
+    between batch writes); reruns resume, and the result equals an uninterrupted run byte for byte."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    n = 1000
+    responses = [GOOD, "<think>x</think><answer>finding {}</answer>", "no format {}", GOOD.format("")]
+    inp = _write(
+        tmp_path / "in.jsonl",
+        [{"id": i, "response": responses[i % 4].format(i), "ground_truth": GT} for i in range(n)],
+    )
+    ref = tmp_path / "ref.jsonl"
+    score_file(inp, ref, batch_size=8, progress=False)
+    full = ref.stat().st_size
+    env = _subprocess_env()
+    out = tmp_path / "out.jsonl"
+    cmd = _medix(["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"])
+    cmd += ["--batch-size", "8"]
+    rng = random.Random(11)
+    rows_at_kill = []
+    for k in range(5):
+        # A kill point: first a random instant after the start (it may land before the record file or the
+        # first row), then a random share of what is left to write.
+        now = out.stat().st_size if out.exists() else 0
+        target = now + rng.uniform(0.0, 0.5) * (full - now)
+        delay = rng.uniform(0.0, 0.8) if k == 0 else None
+        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        t0 = time.monotonic()
+        while p.poll() is None:
+            size = out.stat().st_size if out.exists() else 0
+            if (delay is not None and time.monotonic() - t0 >= delay) or (delay is None and size > target):
+                p.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.0005)
+        _, err = p.communicate()
+        assert p.returncode in (0, -signal.SIGKILL), err.decode()
+        if p.returncode != 0:
+            rows_at_kill.append(out.read_bytes().count(b"\n") if out.exists() else 0)
+    done = subprocess.run(cmd, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    want, got = _rows(ref), _rows(out)
+    lost = len({r["id"] for r in want} - {r["id"] for r in got})
+    differing = sum(a != b for a, b in zip(want, got)) + abs(len(want) - len(got))
+    print(
+        f"kill -9 of `medix reward score` with {rows_at_kill} of {n} rows on disk: "
+        f"rows lost {lost}, rows differing from an uninterrupted run {differing}"
+    )
+    assert lost == 0 and differing == 0 and out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.slow
+def test_format_only_output_is_not_resumed_with_a_judge(tmp_path, capsys, gguf_path):
+    """Rerunning a format-only output with a real judge would mix two configurations in one file."""
+    rows = [{"id": i, "response": GOOD.format(f"a{i}"), "ground_truth": GT} for i in range(4)]
+    inp = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    assert main([*args, "--batch-size", "2"]) == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))  # as if it had stopped half-way
+    capsys.readouterr()
+    assert main([*args, "--judge-model", str(gguf_path), "--judge-threads", "1"]) == 2
+    err = _one_line_error(capsys)
+    assert "produced by another run (the judge: none then, one now;" in err and "delete" in err, err
+    assert out.read_bytes() == b"".join(lines[:2])
+
+
+def test_a_row_that_breaks_its_batch_is_that_rows_error(tmp_path):
+    """If scoring a batch raises because of one row's content, the batch is scored row by row: that row
+    gets the error, the others their scores."""
+    from medix_r1 import MedixInputError
+    from medix_r1.rewards.composite import CompositeReward
+
+    class Picky(CompositeReward):  # the real reward, refusing one kind of content as a native error would
+        def score(self, responses, ground_truths):
+            if any("BOOM" in r for r in responses):
+                raise MedixInputError("responses[0] is not acceptable")
+            return super().score(responses, ground_truths)
+
+    rows = [{"id": i, "response": GOOD.format("x"), "ground_truth": GT} for i in range(5)]
+    rows[2]["response"] = "BOOM"
+    inp = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    res = score_file(inp, out, batch_size=5, progress=False, reward=Picky())
+    got = _rows(out)
+    assert (res.rows, res.failed) == (5, 1)
+    assert [r["overall"] for r in got] == [1.0, 1.0, None, 1.0, 1.0]
+    assert got[2]["errors"] == [
+        f"{inp}:3: could not be scored: MedixInputError: responses[0] is not acceptable"
+    ]
+
+
+def test_two_runs_on_one_output_are_stopped(tmp_path):
+    import fcntl
+
+    from medix_r1.errors import DataError
+
+    inp = _write(tmp_path / "in.jsonl", [{"response": GOOD.format("x"), "ground_truth": GT}])
+    out = tmp_path / "out.jsonl"
+    with open(out, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a run in progress holds it
+        with pytest.raises(DataError, match="being written by another"):
+            score_file(inp, out, progress=False)
+    assert score_file(inp, out, progress=False).rows == 1

@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score each {response, ground_truth} row with format, modality, LLM-judge accuracy and "
         "embedding accuracy. Without --judge-* / --embed-model those components do not apply and only "
         "format and modality are scored. Rerunning with the same --output resumes after the rows already "
-        "there. Bad rows are written with null scores and an error naming file:line.",
+        "there (what produced it is recorded in OUTPUT.meta.json; a rerun with another input or "
+        "configuration is refused). Bad rows are written with null scores and an error naming file:line; "
+        "the exit status is 0 unless every row failed (1).",
     )
     s.add_argument(
         "--input", required=True, help="JSONL with at least `response` and `ground_truth` per line"
@@ -144,8 +146,6 @@ def _score(args: argparse.Namespace) -> int:
         )
     except (MissingModelError, ResumeMismatchError) as e:
         raise UserError(str(e)) from None
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
     except ImportError as e:
         raise UserError(
             f"{e} (install the judge/embed extras: pip install 'medix-r1[judge,embed]')"
@@ -160,4 +160,7 @@ def _score(args: argparse.Namespace) -> int:
     if res.unscorable - res.bad_rows:
         parts.append(f"{res.unscorable - res.bad_rows} rows with an unscorable component (see `errors`)")
     print("medix: " + "; ".join(parts), file=sys.stderr)
+    if res.rows and res.failed == res.rows:
+        print(f"medix: every row failed (no `overall` score in any row of {args.output})", file=sys.stderr)
+        return 1
     return 0

@@ -4,6 +4,7 @@ sentence-transformers (optional, for a GPU). Both return L2-normalised float32 r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.embed.export import MANIFEST, read_manifest
-from medix_r1.errors import MissingModelError, check_model_path
+from medix_r1.errors import DataError, MissingModelError, check_model_path
 
 __all__ = ["Embedder", "FastEmbedEmbedder", "SentenceTransformerEmbedder", "make_embedder"]
 
@@ -21,6 +22,41 @@ _HOW_ONNX = (
     "Export a local Hugging Face checkpoint first: `medix embed export --from CHECKPOINT_DIR --to ONNX_DIR`, "
     "then pass ONNX_DIR"
 )
+
+
+def _reexport(d: Path) -> str:
+    return f"re-export it: `medix embed export --from CHECKPOINT_DIR --to {d}`"
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (they derive from Exception only, so they are named here)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    names = (
+        "Fail InvalidArgument InvalidGraph InvalidProtobuf NoModel NoSuchFile NotImplemented RuntimeException"
+    )
+    return tuple(getattr(ort_state, n) for n in names.split() if hasattr(ort_state, n))
+
+
+def _bad_onnx(path: Path, what: str, e: BaseException) -> DataError:
+    detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return DataError(
+        f"{path} {what} ({detail}); {_reexport(path.parent)}",
+        path=path,
+    )
+
+
+def _check_tokenizer_files(d: Path) -> None:
+    """fastembed needs tokenizer.json and tokenizer_config.json and would fail on them with a traceback."""
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        path = check_model_path(d / name, f"embedding model ({name})", _HOW_ONNX)
+        try:
+            json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise DataError(
+                f"{path}: not valid JSON ({e}); {_reexport(d)}",
+                path=path,
+            ) from None
 
 
 class Embedder(Protocol):
@@ -55,6 +91,7 @@ class FastEmbedEmbedder:
         manifest = read_manifest(d)
         model_file = manifest.get("model_file", "model.onnx")
         check_model_path(d / model_file, "embedding model (ONNX file)", _HOW_ONNX)
+        _check_tokenizer_files(d)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: local_files_only below already
         from fastembed import TextEmbedding
         from fastembed.common.model_description import ModelSource, PoolingType
@@ -75,15 +112,19 @@ class FastEmbedEmbedder:
                 model_file=model_file,
                 description=f"medix export of {manifest.get('source', d)}",
             )
-        self._model = TextEmbedding(
-            model_name=registered,
-            cache_dir=str(d),
-            threads=threads,
-            specific_model_path=str(d),
-            local_files_only=True,
-            cuda=False,
-        )
+        try:
+            self._model = TextEmbedding(
+                model_name=registered,
+                cache_dir=str(d),
+                threads=threads,
+                specific_model_path=str(d),
+                local_files_only=True,
+                cuda=False,
+            )
+        except _ort_errors() as e:
+            raise _bad_onnx(d / model_file, "is not a valid ONNX model", e) from None
         self.model_dir = d
+        self.model_file = d / model_file
         self.dim = int(manifest["dim"])
         self.batch_size = int(batch_size)
         self.name = f"fastembed:{d.name}"
@@ -93,7 +134,12 @@ class FastEmbedEmbedder:
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _l2(np.stack(list(self._model.embed(texts, batch_size=self.batch_size))))
+        try:
+            return _l2(np.stack(list(self._model.embed(texts, batch_size=self.batch_size))))
+        except (*_ort_errors(), ValueError) as e:  # type: ignore[misc]
+            # A graph that loads but does not take what its manifest says (another model's export);
+            # onnxruntime's Python layer checks the feed with ValueError, its core with its own types.
+            raise _bad_onnx(self.model_file, "does not run as its manifest describes", e) from None
 
 
 class SentenceTransformerEmbedder:

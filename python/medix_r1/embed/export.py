@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1._fsutil import atomic_dir
-from medix_r1.errors import check_model_path
+from medix_r1.errors import DataError, check_model_path
 
 __all__ = ["MANIFEST", "MODEL_FILE", "export_onnx", "read_manifest"]
 
@@ -34,27 +34,59 @@ _HOW_SRC = (
 )
 
 
+_HOW_REEXPORT = "re-export it: `medix embed export --from CHECKPOINT_DIR --to {dir}`"
+
+
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """The medix manifest of an exported directory (raises FileNotFoundError when there is none)."""
-    with open(Path(model_dir) / MANIFEST, encoding="utf-8") as f:
-        return json.load(f)
+    """The medix manifest of an exported directory, checked (raises FileNotFoundError when there is none,
+    DataError naming the file when it is corrupt)."""
+    d = Path(model_dir)
+    path = d / MANIFEST
+    how = _HOW_REEXPORT.format(dir=d)
+    try:
+        m = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{path}: corrupt embedding manifest, not JSON ({e}); {how}", path=path) from None
+    if not isinstance(m, dict):
+        raise DataError(f"{path}: corrupt embedding manifest (not a JSON object); {how}", path=path)
+    problems = []
+    dim = m.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        problems.append(f"dim must be a positive integer, got {dim!r}")
+    if m.get("pooling", "mean") not in ("mean", "cls"):
+        problems.append(f"pooling must be 'mean' or 'cls', got {m.get('pooling')!r}")
+    model_file = m.get("model_file", MODEL_FILE)
+    # A bare file name: the manifest must not point the loader outside its own directory.
+    if not isinstance(model_file, str) or not model_file or Path(model_file).name != model_file:
+        problems.append(f"model_file must be a file name inside {d}, got {model_file!r}")
+    if problems:
+        raise DataError(f"{path}: corrupt embedding manifest ({'; '.join(problems)}); {how}", path=path)
+    return m
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, kind: type = dict) -> Any:
+    """The JSON ``kind`` (dict or list) in ``path``; empty when the file is absent or holds another kind."""
     if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return kind()
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(
+            f"{path}: not valid JSON ({e}); restore the checkpoint's copy of this file", path=path
+        ) from None
+    return data if isinstance(data, kind) else kind()
 
 
 def _pooling(src: Path) -> str:
     """``mean`` or ``cls``, from the sentence-transformers pooling module of the checkpoint (mean without one,
     as sentence-transformers itself defaults to)."""
-    modules = _read_json(src / "modules.json") if (src / "modules.json").is_file() else None
+    modules = _read_json(src / "modules.json", list) if (src / "modules.json").is_file() else None
     pool_dir = src / "1_Pooling"
     if isinstance(modules, list):
         for m in modules:
-            if str(m.get("type", "")).endswith("Pooling"):
+            if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling"):
                 pool_dir = src / m.get("path", "1_Pooling")
     cfg = _read_json(pool_dir / "config.json")
     if cfg.get("pooling_mode_cls_token"):
@@ -66,9 +98,9 @@ def _pooling(src: Path) -> str:
 
 
 def _normalize(src: Path) -> bool:
-    modules = _read_json(src / "modules.json") if (src / "modules.json").is_file() else None
+    modules = _read_json(src / "modules.json", list) if (src / "modules.json").is_file() else None
     if isinstance(modules, list):
-        return any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+        return any(isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize") for m in modules)
     return False
 
 

@@ -5,8 +5,6 @@ turning rows into the conversational dataset the trainer reads. Never reaches a 
 
 from __future__ import annotations
 
-from medix_r1 import errors
-
 import io
 import json
 import re
@@ -14,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medix_r1 import errors
 from medix_r1._native import MODALITY_TAGS
 
 __all__ = [
@@ -48,20 +47,42 @@ def demo_dataset_path() -> Path:
     return Path(__file__).parent / "data" / "demo_medqa.jsonl"
 
 
+def _not_utf8(p: Path, e: UnicodeDecodeError, line: int | None = None) -> DataError:
+    where = f"{p}:{line}" if line is not None else str(p)
+    return DataError(
+        f"{where}: not UTF-8 text (byte {e.object[e.start]:#04x} at {'column' if line else 'offset'} "
+        f"{e.start + 1 if line else e.start}); re-save it as UTF-8, "
+        f"e.g. `iconv -f latin1 -t utf-8 {p} > fixed{p.suffix}`",
+        path=p,
+        line=line,
+    )
+
+
 def _read_jsonl(p: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
+    with p.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}: line {i} is not valid JSON: {e}") from None
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise _not_utf8(p, e, i) from None
+            except (ValueError, RecursionError) as e:
+                raise DataError(f"{p}: line {i} is not valid JSON: {e}", path=p, line=i) from None
             if not isinstance(obj, dict):
-                raise DataError(f"{p}: line {i} is not a JSON object")
+                raise DataError(f"{p}: line {i} is not a JSON object", path=p, line=i)
             rows.append(obj)
     return rows
+
+
+def _read_json(p: Path) -> Any:
+    try:
+        return json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _not_utf8(p, e) from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{p}: not valid JSON: {e}", path=p) from None
 
 
 def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
@@ -77,11 +98,11 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(p), p.parent
         if suffix == ".json":
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = _read_json(p)
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
-            if not isinstance(data, list):
-                raise DataError(f"{p}: expected a JSON list of rows")
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DataError(f"{p}: expected a JSON list of row objects", path=p)
             return data, p.parent
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -112,7 +133,9 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], Path]:
         return ds.to_list(), p
     meta = next((p / n for n in ("metadata.jsonl", "metadata.json") if (p / n).exists()), None)
     if meta is not None:
-        rows = _read_jsonl(meta) if meta.suffix == ".jsonl" else json.loads(meta.read_text())
+        rows = _read_jsonl(meta) if meta.suffix == ".jsonl" else _read_json(meta)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{meta}: expected a JSON list of row objects", path=meta)
         for r in rows:  # the imagefolder convention: file_name (or a list file_names) next to the metadata
             if "image" not in r:
                 names = r.get("file_names") or ([r["file_name"]] if r.get("file_name") else [])
