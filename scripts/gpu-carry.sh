@@ -26,12 +26,15 @@ plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platfo
   -d "$dl" "${pkgs[@]}"
 
 # llama.cpp for any x86-64 CPU (not this one's instruction set): GGML_NATIVE=OFF. The wheel is py3-none.
-if ! ls "$llama"/wheel/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+# MEDIX_GPU_LLAMA_WHEEL names a wheel built that way elsewhere.
+llama_whl="${MEDIX_GPU_LLAMA_WHEEL:-}"
+if [ -z "$llama_whl" ] && ! ls "$llama"/wheel/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
   echo "== building llama-cpp-python with GGML_NATIVE=OFF (a few minutes)" >&2
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
     "$py" -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python llama-cpp-python==0.3.36 \
     -w "$llama/wheel"
 fi
+[ -n "$llama_whl" ] || llama_whl="$(ls "$llama"/wheel/llama_cpp_python-0.3.36-*.whl | head -1)"
 
 # The project's native extension (abi3, no Rust toolchain there): an existing wheel, else maturin.
 native="${MEDIX_NATIVE_WHEEL:-$(ls /tmp/native-dist/medix_r1-*abi3*.whl "$root"/dist/medix_r1-*abi3*.whl \
@@ -44,12 +47,12 @@ fi
 rm -rf "$out"
 mkdir -p "$out/whl" "$out/models"
 # Repack: unsloth without its web app (studio/) and CLI, bitsandbytes with only its CUDA 13.0 and CPU
-# libraries, llama.cpp's shared libraries stripped of symbols. RECORD is rewritten to match.
-"$py" - "$dl" "$llama/wheel" "$out/whl" <<'EOF'
+# libraries, llama.cpp without duplicate libraries and stripped of symbols. RECORD is rewritten to match.
+"$py" - "$dl" "$llama_whl" "$out/whl" <<'EOF'
 import base64, hashlib, re, shutil, subprocess, sys, tempfile, zipfile
 from pathlib import Path
 
-dl, llama_dir, dst = map(Path, sys.argv[1:])
+dl, llama_whl, dst = map(Path, sys.argv[1:])
 DROP = {
     "unsloth-": lambda n: n.split("/")[0] in ("studio", "unsloth_cli"),
     "bitsandbytes-": lambda n: re.search(r"libbitsandbytes_(?!cuda130\.|cpu\.)[^/]*\.(so|dll|dylib)$", n),
@@ -87,8 +90,10 @@ for whl in sorted(dl.glob("*.whl")):
         shutil.copy(whl, dst / whl.name)
     else:
         repack(whl, drop, strip=False)
-for whl in llama_dir.glob("llama_cpp_python-*.whl"):
-    repack(whl, None, strip=shutil.which("strip") is not None)
+# llama.cpp's wheel holds each library three times (name, SONAME, full version) and again under a top-level
+# lib/ that the Python package never loads: keep llama_cpp/lib's name and SONAME copies.
+llama_drop = lambda n: n.split("/")[0] in ("lib", "include", "bin") or re.search(r"\.so\.\d+\.\d+\.\d+$", n)
+repack(llama_whl, llama_drop, strip=shutil.which("strip") is not None)
 EOF
 cp "$native" "$out/whl/"
 "$py" "$root/scripts/gpu_tiny_models.py" "$out/models"
