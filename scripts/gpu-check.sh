@@ -59,8 +59,8 @@ bench() {  # stage, timeout in s, bench_gpu.py arguments
 }
 reward=(--judge "$carry/models/judge-tiny.gguf" --embedder "$carry/models/embed-tiny")
 if [ "$mode" = gpu ]; then
-  bench A 100 --arch tiny-text --backend unsloth --steps 2 --max-completion-length 128 "${reward[@]}"
-  bench B 210 --arch qwen25vl-7b --backend unsloth --steps 2 --max-completion-length 512 "${reward[@]}"
+  bench A 120 --arch tiny-text --backend unsloth --steps 2 --max-completion-length 128 "${reward[@]}"
+  bench B 240 --arch qwen25vl-7b --backend unsloth --steps 2 --max-completion-length 512 "${reward[@]}"
   bench C 180 --arch qwen25vl-7b --backend transformers --steps 2 --max-completion-length 512 "${reward[@]}"
 else
   bench A 120 --device cpu --arch tiny-text --backend unsloth --steps 2 --max-completion-length 128 "${reward[@]}"
