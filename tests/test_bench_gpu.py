@@ -3,8 +3,10 @@ the trainer Unsloth generates from TRL's (medix_r1.train.compose)."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -167,3 +169,39 @@ def test_unsloth_source_still_calls_our_overrides() -> None:
     assert "self._calculate_rewards(inputs, prompts_text, completions_text, completion_ids_list)" in repl
     assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in repl
     assert 'advantages = inputs["advantages"]' in repl
+
+
+@pytest.mark.slow
+def test_real_unsloth_patch_composes(tmp_path: Path) -> None:
+    """The real Unsloth 2026.10.9 patch, forced on the CPU in a child process: trl.GRPOTrainer becomes the
+    generated class, and trainer_class() puts our overrides on top of it."""
+    dl = Path.home() / ".cache/medix-r1/gpu-dl"
+    wheels = [sorted(dl.glob(f"{n}-2026.10.9-*.whl")) for n in ("unsloth", "unsloth_zoo")]
+    wheels.append(sorted(dl.glob("bitsandbytes-*.whl")))
+    if not all(wheels) or importlib.util.find_spec("triton") is None:
+        pytest.skip("the unsloth wheels (scripts/gpu-carry.sh) or triton are not here")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site)]
+        + [str(w[-1]) for w in wheels],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import unsloth, trl\n"
+        "from unsloth.models.rl import patch_trl_rl_trainers\n"
+        "from medix_r1.train.compose import trainer_class\n"
+        "before = trainer_class()\n"
+        "patch_trl_rl_trainers()\n"  # what PatchFastRL does on a GPU (UNSLOTH_ALLOW_CPU skips it)
+        "cls = trainer_class()\n"
+        "print([c.__name__ for c in cls.__mro__[:3]], trl.GRPOTrainer.__name__, before in cls.__mro__,\n"
+        "      [n in cls.__dict__ for n in ('_calculate_rewards', '_generate_and_score_completions')])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT / 'python'}"}
+    env.update(UNSLOTH_ALLOW_CPU="1", UNSLOTH_DISABLE_STATISTICS="1", HF_HUB_OFFLINE="1")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    last = p.stdout.strip().splitlines()[-1]
+    mro = "['MedixGRPOTrainer', 'UnslothGRPOTrainer', '_UnslothGRPOTrainer']"
+    expect = f"{mro} UnslothGRPOTrainer False [True, True]"  # TRL's pristine class is out of the MRO
+    assert last == expect
