@@ -177,7 +177,9 @@ def run_training(
     from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOConfig
 
-    from medix_r1.train.grpo import MedixGRPOTrainer
+    from medix_r1.train.compose import trainer_class
+
+    MedixGRPOTrainer = trainer_class()  # on Unsloth's patched trl.GRPOTrainer when Unsloth is loaded
 
     dataset = Dataset.from_list(train_rows)
     args = GRPOConfig(**grpo_args(cfg, backend))
