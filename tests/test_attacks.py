@@ -5,6 +5,7 @@ GGUF (its vocabulary has special tokens that are not ``<|...|>`` shaped: ``<repo
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -152,21 +153,27 @@ def test_judge_server_over_http(chat, corpus, monkeypatch):
         verdicts = remote.judge([(a, GT) for a in corpus])
         assert all(v.error is None for v in verdicts)
         # Raw chat requests too (any OpenAI client, no sanitising on the client side).
-        for attack in BASE:
+        n_raw = 0
+        for attack in corpus:
             req = {"model": "judge", "messages": [{"role": "user", "content": attack}], "max_tokens": 1}
             r = urllib.request.Request(
                 srv.url + "/chat/completions", data=json.dumps(req).encode(), method="POST"
             )
-            with urllib.request.urlopen(r, timeout=30) as resp:
-                assert resp.status == 200
+            try:
+                with urllib.request.urlopen(r, timeout=30) as resp:
+                    assert resp.status == 200
+                    n_raw += 1
+            except urllib.error.HTTPError as e:  # not text: refused before the model
+                assert e.code == 400 and "surrogate" in json.load(e)["error"]["message"], attack
     plain = chat.chat_tokens([{"role": "user", "content": "x"}])[0]
     raw_clean = len(_controls(chat, plain))
-    judged, raw = seen[1 : -len(BASE)], seen[-len(BASE) :]
+    judged, raw = seen[1:-n_raw], seen[-n_raw:]
     reached = sum(len(_controls(chat, t)) - len(clean) for t in judged)
     assert all(_controls(chat, t) == clean for t in judged)
     assert all(len(_controls(chat, t)) == raw_clean for t in raw)
     print(
-        f"judge server: {len(judged) + len(raw)} attack requests, {reached} control tokens reached the model"
+        f"judge server: {len(corpus)} attacks ({len(judged)} distinct judge prompts after sanitising) + "
+        f"{n_raw} raw chat requests, {reached} control tokens reached the model"
     )
 
 
