@@ -113,16 +113,16 @@ def main() -> None:
         from medix_r1.llm import BackendConfig, open_backend
 
         def local(mode: str) -> Grader:
-            return Grader(open_backend(BackendConfig(model=str(model), n_ctx=2048, n_threads=args.threads)), mode=mode)
+            return Grader(
+                open_backend(BackendConfig(model=str(model), n_ctx=2048, n_threads=args.threads)), mode=mode
+            )
 
         def remote(concurrency: int) -> Grader:
             cfg = BackendConfig(url=url, name=name, concurrency=concurrency, timeout=120)
             return Grader(open_backend(cfg), max_tokens=12)
 
         print("\nin-process judge (3 rounds per sample):")
-        logits = judge_rate(
-            gens, work, local("logits"), "logits-constrained"
-        )
+        logits = judge_rate(gens, work, local("logits"), "logits-constrained")
         grammar = judge_rate(
             gens,
             work,
@@ -143,9 +143,7 @@ def main() -> None:
             print(f"\nremote judge: medix judge serve on port {port} (free text, max 12 tokens per reply):")
             name = model.stem
             judge_rate(gens, work, remote(1), "warm-up")
-            one = judge_rate(
-                gens, work, remote(1), "one at a time"
-            )
+            one = judge_rate(gens, work, remote(1), "one at a time")
             many = judge_rate(
                 gens,
                 work,

@@ -360,8 +360,10 @@ def judge_task(
         latest[r.get("id")] = r
     done = {k for k, r in latest.items() if not (retry_errors and r.get("score") is None)}
     todo = [g for g in gens if g.get("id") not in done]
-    seen: set[Any] = set()
-    todo = [g for g in todo if not (g.get("id") in seen or seen.add(g.get("id")))]
+    unique: dict[Any, dict] = {}
+    for g in todo:
+        unique.setdefault(g.get("id"), g)  # the first generation of an id
+    todo = list(unique.values())
     judged = errors = failed = 0
     msgs: list[str] = []
     bar = None

@@ -331,7 +331,8 @@ class RemoteJudge(_CachingJudge):
         if isinstance(content, list) and content and isinstance(content[0], dict):
             first = content[0]
             alts = first.get("top_logprobs") or [first]
-            yes, no = [], []
+            yes: list[float] = []
+            no: list[float] = []
             for a in alts if isinstance(alts, list) else []:
                 if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
                     continue

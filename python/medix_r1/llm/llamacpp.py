@@ -282,7 +282,7 @@ class LlamaCppChat:
             try:
                 if not _text_only(messages):
                     out: Any = self.llm.create_chat_completion(
-                        messages=messages,
+                        messages=messages,  # type: ignore[arg-type]  # OpenAI-style dicts
                         max_tokens=max_tokens,
                         temperature=temperature,
                         top_p=top_p,
