@@ -19,36 +19,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve a .gguf judge with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)",
     )
     s.add_argument(
-        "--judge-model", "--model", dest="model", required=True, help="the judge model: a local .gguf file"
+        "--judge-model",
+        "--model",
+        dest="model",
+        required=True,
+        metavar="FILE.gguf",
+        help="the judge model: a local .gguf file",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8085, help="port to listen on (0: any free port)")
     s.add_argument(
-        "--judge-n-ctx", "--n-ctx", dest="n_ctx", type=int, default=4096, help="context size in tokens"
+        "--judge-n-ctx",
+        "--n-ctx",
+        dest="n_ctx",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="context size in tokens",
     )
     s.add_argument(
-        "--judge-n-gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0,
+        "--judge-n-gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0, metavar="N",
         help="layers offloaded to the GPU (-1: all)",
     )  # fmt: skip
     s.add_argument(
-        "--judge-n-threads", "--n-threads", dest="n_threads", type=int, default=None,
+        "--judge-n-threads", "--n-threads", dest="n_threads", type=int, default=None, metavar="N",
         help="CPU threads (default: llama.cpp's choice)",
     )  # fmt: skip
     s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
     s.add_argument(
         "--api-key",
         default=None,
+        metavar="KEY",
         help=f"require `Authorization: Bearer KEY` from clients (default: ${API_KEY_ENV} when set; prefer "
         "the variable: a key on the command line is visible to other users of the machine)",
     )
-    s.add_argument("--max-connections", type=int, default=64, help="open connections at most (beyond: 429)")
     s.add_argument(
-        "--max-queue", type=int, default=32, help="requests waiting for the model at most (beyond: 429)"
+        "--max-connections", metavar="N", type=int, default=64, help="open connections at most (beyond: 429)"
     )
     s.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds a connection may idle or take to send"
+        "--max-queue",
+        metavar="N",
+        type=int,
+        default=32,
+        help="requests waiting for the model at most (beyond: 429)",
     )
-    s.add_argument("--max-body", type=int, default=1024 * 1024, help="largest request body in bytes")
+    s.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        default=30.0,
+        help="seconds a connection may idle or take to send",
+    )
+    s.add_argument(
+        "--max-body", metavar="N", type=int, default=1024 * 1024, help="largest request body in bytes"
+    )
     s.set_defaults(handler=_serve)
 
     i = jsub.add_parser(
