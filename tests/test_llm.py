@@ -289,8 +289,8 @@ def test_choose_is_the_greedy_pick_among_allowed_tokens(chat):
 
 
 def test_chat_under_a_grammar(chat):
-    out = chat.chat(HELLO, max_tokens=16, grammar='root ::= "{\\"score\\": " [01] "}"')
-    assert out in ('{"score": 0}', '{"score": 1}')
+    out = chat.chat(HELLO, max_tokens=4, grammar='root ::= "kidney" | "liver"')
+    assert out in ("kidney", "liver")
     with pytest.raises(BackendError, match="grammar"):
         chat.chat(HELLO, grammar="root ::= (")
 
