@@ -53,7 +53,7 @@ def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> Non
 
 
 def judge_rate(gens: Path, work: Path, backend, label: str) -> float:
-    from medix_r1.eval.judge import judge_task
+    from medix_r1.eval.grading import judge_task
 
     d = work / label
     shutil.rmtree(d, ignore_errors=True)
@@ -109,16 +109,24 @@ def main() -> None:
         print(f"  {n} samples, max-new-tokens {args.max_new_tokens}: {wall:.1f} s wall (accuracy {acc})")
         print(f"  rerun on the same --out (everything resumed, nothing redone): {rerun:.1f} s")
 
-        from medix_r1.eval.judge import LocalGrammarJudge, RemoteJudge
+        from medix_r1.eval.grading import Grader
+        from medix_r1.llm import BackendConfig, open_backend
+
+        def local(mode: str) -> Grader:
+            return Grader(
+                open_backend(BackendConfig(model=str(model), n_ctx=2048, n_threads=args.threads)), mode=mode
+            )
+
+        def remote(concurrency: int) -> Grader:
+            cfg = BackendConfig(url=url, name=name, concurrency=concurrency, timeout=120)
+            return Grader(open_backend(cfg), max_tokens=12)
 
         print("\nin-process judge (3 rounds per sample):")
-        logits = judge_rate(
-            gens, work, LocalGrammarJudge(model, n_ctx=2048, n_threads=args.threads), "logits-constrained"
-        )
+        logits = judge_rate(gens, work, local("logits"), "logits-constrained")
         grammar = judge_rate(
             gens,
             work,
-            LocalGrammarJudge(model, n_ctx=2048, n_threads=args.threads, mode="grammar"),
+            local("grammar"),
             "GBNF grammar",
         )
         print(f"  logits / grammar speed-up: {logits / grammar:.2f}x")
@@ -134,14 +142,12 @@ def main() -> None:
             wait_health(url, srv)
             print(f"\nremote judge: medix judge serve on port {port} (free text, max 12 tokens per reply):")
             name = model.stem
-            judge_rate(gens, work, RemoteJudge(url, name, concurrency=1, max_tokens=12), "warm-up")
-            one = judge_rate(
-                gens, work, RemoteJudge(url, name, concurrency=1, max_tokens=12), "one at a time"
-            )
+            judge_rate(gens, work, remote(1), "warm-up")
+            one = judge_rate(gens, work, remote(1), "one at a time")
             many = judge_rate(
                 gens,
                 work,
-                RemoteJudge(url, name, concurrency=args.concurrency, max_tokens=12),
+                remote(args.concurrency),
                 f"concurrency {args.concurrency}",
             )
             print(f"  concurrency speed-up: {many / one:.2f}x")

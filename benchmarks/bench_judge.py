@@ -127,5 +127,36 @@ def main() -> None:
     )
 
 
+def bench_sanitize() -> None:
+    """Worst case of the answer sanitiser on 1 MB answers built to be slow (nested special-token look-alikes
+    were quadratic before the length cap came first)."""
+    from medix_r1.judge import sanitize
+
+    mb = 1_000_000
+    cases = {
+        "nested <|...|>": "<|" * (mb // 4) + "x" + "|>" * (mb // 4),
+        "nested <|<|x|>|> repeated": ("<|" * 8 + "x" + "|>" * 8) * (mb // 34),
+        "'<' only": "<" * mb,
+        "tag look-alikes": "<ground_truth" * (mb // 13),
+        "labels": "Ground Truth: " * (mb // 14),
+        "zero-width": "\u200b" * mb,
+        "NFKC 18x expansion": "\ufdfa" * mb,
+        "plain text": "lesion " * (mb // 7),
+    }
+    worst = ("", 0.0)
+    for name, text in cases.items():
+        best = min(_timed(sanitize, text) for _ in range(5))
+        worst = max(worst, (name, best), key=lambda x: x[1])
+        print(f"sanitize 1 MB {name:28s} {best * 1000:7.2f} ms")
+    print(f"worst-case sanitize of a 1 MB answer: {worst[1] * 1000:.1f} ms ({worst[0]})")
+
+
+def _timed(fn, *a) -> float:
+    t0 = time.perf_counter()
+    fn(*a)
+    return time.perf_counter() - t0
+
+
 if __name__ == "__main__":
+    bench_sanitize()
     main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from medix_r1.cli import main
-from medix_r1.eval.judge import (
+from medix_r1.eval.grading import (
     REEVALUATE,
     aggregate,
     build_first_messages,
@@ -414,7 +414,7 @@ def test_unparseable_reply_is_retried_then_an_error_not_zero():
     (c,) = judge_conversations([ROW], j, max_parse_retries=2)
     assert c.error is not None and "unparseable" in c.error and "nope" in c.error
     assert len(j.calls) == 4  # round 1 ok, round 2: first try + 2 retries
-    from medix_r1.eval.judge import _judgement_row
+    from medix_r1.eval.grading import _judgement_row
 
     row = _judgement_row(c, "scripted")
     assert row["score"] is None and row["votes"] == [1]

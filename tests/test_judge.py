@@ -8,7 +8,7 @@ import re
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from medix_r1.errors import MissingModelError
+from medix_r1.errors import BackendError, MissingModelError
 from medix_r1.judge import (
     Judge,
     JudgeConfig,
@@ -21,6 +21,7 @@ from medix_r1.judge import (
     sanitize,
 )
 from medix_r1.judge.prompt import MAX_ANSWER_CHARS, SYSTEM, USER_TEMPLATE, classify_reply_token, parse_reply
+from medix_r1.llm import BackendConfig
 
 PAIRS = [
     ("pneumonia in the right lower lobe", "Right lower lobe pneumonia"),
@@ -170,7 +171,8 @@ def test_unscorable_is_reported_and_not_cached(gguf_path):
 
 
 def test_prefix_is_shared_and_reused(judge):
-    head = len(judge._parts[0])
+    _, starts = judge.chat.chat_tokens(build_messages("a fracture", "Pneumonia", pieces=True))
+    head = starts[-3]  # where the ground truth starts
     t1 = judge.prompt_tokens("a fracture", "Pneumonia")
     t2 = judge.prompt_tokens("something else entirely", "Osteosarcoma")
     assert t1[:head] == t2[:head] and head > 100
@@ -180,9 +182,10 @@ def test_prefix_is_shared_and_reused(judge):
     judge.judge([("second answer xyz", "Meningioma")])
     decoded = judge.chat.evaluated_tokens - before
     answer = judge.chat.tokenize(sanitize("second answer xyz"), special=False)
-    tail = judge._parts[2]  # the template's end of turn + assistant header
-    assert len(tail) <= 6
-    assert decoded == len(answer) + len(tail)
+    tokens, starts = judge.chat.chat_tokens(build_messages("second answer xyz", "Meningioma", pieces=True))
+    tail = len(tokens) - starts[-1] - len(answer)  # the template's end of turn + assistant header
+    assert tail <= 6
+    assert decoded == len(answer) + tail
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -331,26 +334,90 @@ def test_config_validation_and_help():
         with pytest.raises(ValueError, match="judge"):
             JudgeConfig(**bad)
     helps = JudgeConfig.help()
-    assert set(helps) == {
+    assert set(helps) >= {
         "model",
         "url",
         "name",
         "n_ctx",
         "n_gpu_layers",
         "n_threads",
+        "seed",
         "concurrency",
         "timeout",
+        "batch_timeout",
         "max_retries",
+        "api_key_env",
         "cache_size",
     }
+    assert isinstance(JudgeConfig(model="j.gguf"), BackendConfig)
+    assert JudgeConfig(model="j.gguf").n_ctx == 1024 and JudgeConfig(model="j.gguf").timeout == 30
     assert all(isinstance(h, str) and h for h in helps.values())
 
 
 def test_make_judge(tmp_path, gguf_path):
     with pytest.raises(MissingModelError, match=r"missing\.gguf.*never downloads"):
         make_judge(JudgeConfig(model=str(tmp_path / "missing.gguf")))
-    remote = make_judge(JudgeConfig(url="http://127.0.0.1:9/v1", name="judge", concurrency=3))
+    remote = make_judge(
+        JudgeConfig(url="http://127.0.0.1:9/v1", name="judge", concurrency=3, batch_timeout=9)
+    )
     assert isinstance(remote, RemoteJudge) and remote.client.concurrency == 3
+    assert remote.client.batch_timeout == 9 and remote.client.timeout == 30
     local = make_judge(JudgeConfig(model=str(gguf_path), n_ctx=512, n_threads=1, cache_size=7))
     assert isinstance(local, LocalJudge) and local.cache.size == 7 and local.name.endswith(".gguf")
     local.close()
+
+
+def test_a_bug_surfaces_and_an_outage_is_unscorable(judge, monkeypatch):
+    # Only backend failures become unscorable verdicts; an error in our own code is raised, not hidden as
+    # an "unscorable" item the trainer would retry as a judge outage.
+    def outage(*a, **k):
+        raise BackendError("llama.cpp: decode failed")
+
+    monkeypatch.setattr(judge.chat, "choose", outage)
+    v = judge.judge([("some fresh answer", "Some ground truth")])[0]
+    assert v.match is None and "decode failed" in v.error
+
+    def bug(*a, **k):
+        raise TypeError("a bug in medix-r1")
+
+    monkeypatch.setattr(judge.chat, "choose", bug)
+    with pytest.raises(TypeError, match="a bug"):
+        judge.judge([("another fresh answer", "Some ground truth")])
+
+
+INVISIBLE = [
+    "\u00ad", "\u034f", "\u061c", "\u115f", "\u1160", "\u17b4", "\u180b", "\u180e", "\u200b", "\u200d",
+    "\u200e", "\u202a", "\u202e", "\u2060", "\u2066", "\u2069", "\u3164", "\ufe00", "\ufe0f", "\ufeff",
+    "\uffa0", "\U000e0001", "\U000e0041", "\U000e007f", "\U000e0100", "\U000e01ef", "\ud800",
+]  # fmt: skip
+
+
+def test_sanitize_removes_every_invisible_character():
+    import sys
+    import unicodedata
+
+    for ch in INVISIBLE:
+        assert sanitize(f"frac{ch}ture") == "fracture", hex(ord(ch))
+    fmt = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert sanitize("a" + "".join(fmt) + "b") == "ab"  # every format (Cf) character
+
+
+def test_sanitize_is_linear_and_capped_first():
+    import time
+
+    worst = [
+        "<|" * 500_000 + "x" + "|>" * 500_000,  # nested special-token look-alikes (was quadratic)
+        "<" * 1_000_000,
+        "<ground_truth" * 80_000,
+        "a" * 1_000_000,
+        "\u200b" * 1_000_000,
+        "\ufdfa" * 1_000_000,  # NFKC expands it 18-fold
+    ]
+    for text in worst:
+        t0 = time.perf_counter()
+        s = sanitize(text)
+        took = time.perf_counter() - t0
+        assert len(s) <= MAX_ANSWER_CHARS + 6
+        assert not re.search(r"<\|[^<>|\n]{0,64}\|>", s)
+        print(f"sanitize({text[:6]!r}... {len(text)} chars): {took * 1000:.1f} ms")
+    assert "|" not in sanitize("<|" * 50 + "x" + "|>" * 50)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from medix_r1.cli import main as cli_main
 from medix_r1.judge import LocalJudge, RemoteJudge
+from medix_r1.judge.server import JudgeServer
 from medix_r1.llm import OpenAIChat
 
 pytestmark = pytest.mark.slow
@@ -220,18 +221,21 @@ def test_all_decoding_runs_on_one_model_thread(gguf_path):
 
     srv = serve(gguf_path, port=0, n_ctx=512, n_threads=2, name=NAME, block=False)
     seen: set[int] = set()
-    real = srv.chat.generate
+    from medix_r1.judge import server as server_mod
 
-    def observed(*args, **kwargs):
+    real_generate = server_mod.generate
+
+    def observed_generate(*args, **kwargs):
         seen.add(threading.get_ident())
-        return real(*args, **kwargs)
+        return real_generate(*args, **kwargs)
 
-    srv.chat.generate = observed
+    server_mod.generate = observed_generate
     try:
         client = OpenAIChat(srv.url, NAME, concurrency=4, timeout=120)
         msgs = [[{"role": "user", "content": f"Name organ number {i}."}] for i in range(6)]
         assert all(isinstance(o, str) for o in client.chat_many(msgs, max_tokens=2))
     finally:
+        server_mod.generate = real_generate
         srv.close()
     assert len(seen) == 1 and threading.get_ident() not in seen
 
@@ -282,3 +286,245 @@ def test_cli_errors_are_user_errors(tmp_path, capsys):
     assert "missing.gguf" in err and "never downloads" in err
     assert cli_main(["judge", "serve", "--model", "x.gguf", "--port", "70000"]) == 2
     assert cli_main(["judge"]) == 2  # the group without a subcommand prints its help
+
+
+# -- hardening: in-process server on the real model ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(gguf_path):
+    from medix_r1.llm import LlamaCppChat
+
+    c = LlamaCppChat(gguf_path, n_ctx=1024, n_threads=2)
+    yield c
+    c.close()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                b = s.recv(65536)
+            except TimeoutError:
+                break
+            if not b:
+                break
+            chunks.append(b)
+            if b"\r\n\r\n" in b"".join(chunks):
+                head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+                n = [
+                    int(x.split(b":")[1])
+                    for x in head.split(b"\r\n")
+                    if x.lower().startswith(b"content-length")
+                ]
+                if n and len(rest) >= n[0]:
+                    break
+        return b"".join(chunks)
+
+
+def http_post(port: int, body: bytes, extra: str = "") -> tuple[int, dict]:
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode()
+    reply = raw_request(port, head + body)
+    status = int(reply.split(b" ", 2)[1])
+    payload = reply.partition(b"\r\n\r\n")[2]
+    return status, json.loads(payload) if payload else {}
+
+
+MALFORMED = [
+    b"[" * 100_000 + b"]" * 100_000,  # nested too deep for the parser
+    b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    b'{"messages": [{"role": "user", "content": "\\ud800"}]}',  # lone surrogate
+    b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}',
+    b'{"messages": [{"role": "\\ud800", "content": "hi"}]}',
+    b"\xff\xfe not utf-8",
+    b'{"messages": "hi"}',
+    b'{"messages": [{"role": 5, "content": "hi"}]}',
+    b'{"messages": [{"role": "user<|im_end|>", "content": "hi"}]}',
+    b'{"messages": [{"role": "tool", "content": "hi"}]}',
+    b'{"messages": [{"role": "user", "content": 5}]}',
+    b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+    b'{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "a"}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "top_p": Infinity}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": [1]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": {"a": 1}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": "yes"}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": -1}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "seed": -5}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "model": ["x"]}',
+    b"null",
+    b"",
+]
+
+
+def test_malformed_input_is_always_a_400(model):
+    with JudgeServer(model, port=0, name=NAME).start() as srv:
+        for body in MALFORMED:
+            status, reply = http_post(srv.port, body)
+            assert 400 <= status < 500 and status != 429, (body[:60], status)
+            assert reply["error"]["message"], body[:60]
+        ok, _ = http_post(srv.port, json.dumps({"messages": MSG, "max_tokens": 1}).encode())
+        assert ok == 200  # still serving
+        bad_len = raw_request(srv.port, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+        assert bad_len.startswith(b"HTTP/1.1 400")
+
+
+def test_body_limit_is_checked_before_reading(model):
+    with JudgeServer(model, port=0, name=NAME, max_body=1000).start() as srv:
+        t0 = time.monotonic()
+        # Headers only: the server must answer without waiting for the 8 MiB it was promised.
+        reply = raw_request(
+            srv.port, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 8388608\r\n\r\n", timeout=10
+        )
+        assert reply.startswith(b"HTTP/1.1 413") and time.monotonic() - t0 < 5
+        assert srv.served == 0
+
+
+def test_api_key_is_required_when_set(model):
+    with JudgeServer(model, port=0, name=NAME, api_key="s3cret").start() as srv:
+        body = json.dumps({"messages": MSG, "max_tokens": 1}).encode()
+        assert http_post(srv.port, body)[0] == 401
+        assert http_post(srv.port, body, "Authorization: Bearer wrong\r\n")[0] == 401
+        assert http_post(srv.port, body, "Authorization: Bearer s3cret\r\n")[0] == 200
+        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"  # for monitors, no key
+        ok = OpenAIChat(srv.url, NAME, api_key="s3cret").chat(MSG, max_tokens=1)
+        assert isinstance(ok, str)
+
+
+def test_non_loopback_bind_warns(model):
+    with pytest.warns(RuntimeWarning, match="without --api-key"):
+        JudgeServer(model, host="0.0.0.0", port=0, name=NAME).close()
+
+
+def test_connection_cap_and_idle_timeout(model):
+    with JudgeServer(model, port=0, name=NAME, max_connections=2, timeout=0.5).start() as srv:
+        a = socket.create_connection(("127.0.0.1", srv.port))
+        b = socket.create_connection(("127.0.0.1", srv.port))
+        time.sleep(0.1)
+        c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        assert c.recv(100).startswith(b"HTTP/1.1 429")
+        c.close()
+        a.settimeout(5)
+        assert a.recv(10) == b""  # idle past the timeout: closed by the server
+        for s in (a, b):
+            s.close()
+        time.sleep(0.6)
+        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"  # slots freed
+        assert srv.refused_connections == 1
+
+
+def test_full_queue_is_429_and_abandoned_requests_never_run(model, monkeypatch):
+    from medix_r1.judge import server as server_mod
+
+    ran: list[int] = []
+    release = threading.Event()
+    real = server_mod.generate
+
+    def counted(chat, *a, **kw):
+        ran.append(kw["max_tokens"])
+        if kw["max_tokens"] == 7:
+            release.wait(60)  # the first request holds the model until the test lets it go
+        return real(chat, *a, **kw)
+
+    monkeypatch.setattr(server_mod, "generate", counted)
+    with JudgeServer(model, port=0, name=NAME, max_queue=3).start() as srv:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+        first = json.dumps({"messages": MSG, "max_tokens": 7, "temperature": 0}).encode()
+        keeper = socket.create_connection(("127.0.0.1", srv.port))
+        keeper.sendall(head % len(first) + first)
+        while not ran:
+            time.sleep(0.01)
+        quitters = []
+        for i in range(2):  # queued behind it, then their clients give up
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            short = json.dumps({"messages": MSG, "max_tokens": 2 + i}).encode()
+            s.sendall(head % len(short) + short)
+            quitters.append(s)
+        deadline = time.monotonic() + 30
+        while srv._pending < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert http_post(srv.port, json.dumps({"messages": MSG, "max_tokens": 1}).encode())[0] == 429
+        for s in quitters:
+            s.close()
+        while srv.cancelled < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        keeper.settimeout(60)
+        assert keeper.recv(12).startswith(b"HTTP/1.1 200")
+        keeper.close()
+        assert srv.cancelled == 2 and srv.rejected == 1
+        assert ran == [7]  # the abandoned requests never reached the model
+
+
+def test_load_with_abandoning_clients(model):
+    """Bounded load on loopback: 6 clients for 6 s, a quarter of the requests abandoned while they wait; the
+    queue holds 4, so waiting is bounded (beyond: 429)."""
+    import random
+
+    with JudgeServer(model, port=0, name=NAME, max_queue=4).start() as srv:
+        body = json.dumps({"messages": MSG, "max_tokens": 1, "temperature": 0}).encode()
+        req = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        t_start = time.monotonic()
+        stop_at = t_start + 6
+        lat: list[float] = []
+        counts = {"ok": 0, "busy": 0, "abandoned": 0, "timeout": 0, "other": 0}
+        lock = threading.Lock()
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.monotonic() < stop_at:
+                t0 = time.monotonic()
+                with socket.create_connection(
+                    ("127.0.0.1", srv.port), timeout=max(1.0, stop_at + 10 - t0)
+                ) as s:
+                    s.sendall(req)
+                    if rng.random() < 0.25:
+                        time.sleep(rng.random() * 0.05)
+                        with lock:
+                            counts["abandoned"] += 1
+                        continue
+                    try:
+                        reply = s.recv(16)
+                    except TimeoutError:
+                        reply = b"timeout"
+                if reply == b"timeout":
+                    key = "timeout"
+                elif reply.startswith(b"HTTP/1.1 200"):
+                    key = "ok"
+                else:
+                    key = "busy" if b" 429" in reply[:12] else "other"
+                with lock:
+                    counts[key] += 1
+                    if key == "ok":
+                        lat.append(time.monotonic() - t0)
+                if key == "busy":
+                    time.sleep(0.25)  # a client backing off, as OpenAIChat does
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        wall = time.monotonic() - t_start
+        lat.sort()
+        p50 = lat[len(lat) // 2] if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
+        print(
+            f"\njudge server load: 6 clients, {wall:.1f} s: {srv.served} served, "
+            f"{counts['ok']} replies read, "
+            f"{counts['abandoned']} abandoned ({srv.cancelled} dropped unrun), {counts['busy']} x 429, "
+            f"{counts['timeout']} timeouts; p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        )
+        # Every reply is a completion or a 429; nothing hangs past the clients' deadlines; still serving.
+        assert counts["other"] == 0 and counts["ok"] + counts["busy"] > 0
+        assert srv.served >= counts["ok"]
+        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"

@@ -49,7 +49,19 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=int, default=2048, metavar="N", help="answer length limit (default 2048)"
     )
     p.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="llama.cpp context (default 4096)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for local models")
+    p.add_argument(
+        "--n-threads", "--threads", dest="threads", type=int, metavar="N", help="CPU threads for local models"
+    )
+    p.add_argument(
+        "--n-gpu-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="llama.cpp layers offloaded to the GPU (-1: all)",
+    )
+    p.add_argument(
+        "--api-key-env", metavar="NAME", help="environment variable holding --url's API key (sent only there)"
+    )
     p.add_argument(
         "--concurrency",
         type=int,
@@ -62,14 +74,30 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
 def _add_judge_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("judge (one of)")
     g.add_argument(
+        "--judge-model",
         "--judge",
+        dest="judge",
         metavar="FILE.gguf",
         help='a local GGUF judge, run in-process, its reply constrained to {"score": n}',
     )
     g.add_argument("--judge-url", metavar="URL", help="an OpenAI-compatible judge server")
     g.add_argument("--judge-name", metavar="NAME", help="the judge's model id on --judge-url")
-    p.add_argument("--judge-threads", type=int, metavar="N", help="CPU threads of the in-process judge")
-    p.add_argument("--judge-ctx", type=int, default=4096, metavar="N", help="judge context (default 4096)")
+    p.add_argument(
+        "--judge-n-threads", "--judge-threads", dest="judge_threads", type=int, metavar="N",
+        help="CPU threads of the in-process judge",
+    )  # fmt: skip
+    p.add_argument(
+        "--judge-n-ctx", "--judge-ctx", dest="judge_ctx", type=int, default=4096, metavar="N",
+        help="judge context (default 4096)",
+    )  # fmt: skip
+    p.add_argument(
+        "--judge-n-gpu-layers", type=int, default=0, metavar="N",
+        help="layers of the in-process judge offloaded to the GPU (-1: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--judge-api-key-env", metavar="NAME",
+        help="environment variable holding --judge-url's API key (sent only to that host; no default)",
+    )  # fmt: skip
     p.add_argument(
         "--judge-concurrency",
         type=int,
@@ -191,8 +219,10 @@ def _generate(args: argparse.Namespace) -> int:
             adapter=args.adapter,
             n_ctx=args.n_ctx,
             n_threads=args.threads,
+            n_gpu_layers=args.n_gpu_layers,
             concurrency=args.concurrency,
             chat_format=args.chat_format,
+            api_key_env=args.api_key_env,
         )
     except (MissingModelError, BackendError, ValueError) as e:
         raise UserError(_err(e)) from None
@@ -231,8 +261,9 @@ def _judge(args: argparse.Namespace) -> int:
 
     from medix_r1.cli import UserError
     from medix_r1.errors import BackendError, MissingModelError
+    from medix_r1.eval.grading import Grader, judge_task
     from medix_r1.eval.io import ResumeMismatchError
-    from medix_r1.eval.judge import judge_task, open_judge
+    from medix_r1.llm import BackendConfig, open_backend
 
     _positive(args, "judge_threads", "judge_ctx", "judge_concurrency", "judge_max_tokens", "parse_retries")
     out = Path(args.out)
@@ -248,16 +279,27 @@ def _judge(args: argparse.Namespace) -> int:
         if not (out / t / "generations.jsonl").exists():
             raise UserError(f"{out / t / 'generations.jsonl'}: no answers for task {t!r}; run generate first")
     try:
-        backend = open_judge(
-            args.judge,
+        model, name = args.judge, args.judge_name
+        if args.judge_url and model and not model.endswith(".gguf"):
+            model, name = None, name or model  # `--judge-url URL --judge NAME` reads naturally too
+        if not (model or args.judge_url):
+            raise UserError("give --judge-model FILE.gguf or --judge-url URL with --judge-name NAME")
+        if args.judge_url and model:
+            raise UserError("give either --judge-model FILE.gguf or --judge-url, not both")
+        if args.judge_url and not name:
+            raise UserError("--judge-url needs --judge-name (the model id on that server)")
+        cfg = BackendConfig(
+            model=model,
             url=args.judge_url,
-            name=args.judge_name,
+            name=name,
             n_ctx=args.judge_ctx,
             n_threads=args.judge_threads,
+            n_gpu_layers=args.judge_n_gpu_layers,
             concurrency=args.judge_concurrency,
-            max_tokens=args.judge_max_tokens,
-            mode=args.judge_mode,
+            timeout=120.0,
+            api_key_env=args.judge_api_key_env,
         )
+        backend = Grader(open_backend(cfg), mode=args.judge_mode, max_tokens=args.judge_max_tokens)
     except (MissingModelError, BackendError, ValueError) as e:
         raise UserError(_err(e)) from None
     except ImportError as e:

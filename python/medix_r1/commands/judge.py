@@ -1,9 +1,13 @@
-"""`medix judge`: serve a GGUF judge model behind an OpenAI-compatible API."""
+"""`medix judge`: serve a GGUF judge behind an OpenAI-compatible API; show the exact tokens it is given."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+
+API_KEY_ENV = "MEDIX_JUDGE_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,19 +18,83 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a .gguf judge with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)",
     )
-    s.add_argument("--model", required=True, help="the judge model: a local .gguf file")
+    s.add_argument(
+        "--judge-model",
+        "--model",
+        dest="model",
+        required=True,
+        metavar="FILE.gguf",
+        help="the judge model: a local .gguf file",
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8085, help="port to listen on (0: any free port)")
-    s.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens")
-    s.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1: all)")
-    s.add_argument("--n-threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    s.add_argument(
+        "--judge-n-ctx",
+        "--n-ctx",
+        dest="n_ctx",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="context size in tokens",
+    )
+    s.add_argument(
+        "--judge-n-gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0, metavar="N",
+        help="layers offloaded to the GPU (-1: all)",
+    )  # fmt: skip
+    s.add_argument(
+        "--judge-n-threads", "--n-threads", dest="n_threads", type=int, default=None, metavar="N",
+        help="CPU threads (default: llama.cpp's choice)",
+    )  # fmt: skip
     s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
+    s.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help=f"require `Authorization: Bearer KEY` from clients (default: ${API_KEY_ENV} when set; prefer "
+        "the variable: a key on the command line is visible to other users of the machine)",
+    )
+    s.add_argument(
+        "--max-connections", metavar="N", type=int, default=64, help="open connections at most (beyond: 429)"
+    )
+    s.add_argument(
+        "--max-queue",
+        metavar="N",
+        type=int,
+        default=32,
+        help="requests waiting for the model at most (beyond: 429)",
+    )
+    s.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        default=30.0,
+        help="seconds a connection may idle or take to send",
+    )
+    s.add_argument(
+        "--max-body", metavar="N", type=int, default=1024 * 1024, help="largest request body in bytes"
+    )
     s.set_defaults(handler=_serve)
+
+    i = jsub.add_parser(
+        "inspect",
+        help="print the exact tokens the judge model is given for one (answer, ground truth) pair",
+        description="Prints the token ids and texts of the reward judge's prompt (or, with --grader, the "
+        "eval grader's first-round prompt) for one pair, control tokens marked. No answer can change the "
+        "number of control tokens: answers are tokenized with special-token parsing off.",
+    )
+    i.add_argument("--judge-model", "--judge", "--model", dest="model", required=True, metavar="FILE.gguf")
+    i.add_argument("--answer", required=True, help="the predicted answer (model-written text)")
+    i.add_argument("--ground-truth", required=True, help="the reference answer")
+    i.add_argument("--question", default="", help="with --grader: the question (default empty)")
+    i.add_argument("--grader", action="store_true", help="the eval grader's first-round prompt instead")
+    i.add_argument(
+        "--json", action="store_true", help='{"tokens": [{"id", "text", "control"}...], "n_control": N}'
+    )
+    i.set_defaults(handler=_inspect)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from medix_r1.cli import UserError
-    from medix_r1.errors import BackendError, MissingModelError
+    from medix_r1.errors import BackendError, MissingModelError, UserError
     from medix_r1.judge.server import JudgeServer
 
     if not 0 <= args.port <= 65535:
@@ -35,6 +103,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--n-ctx must be >= 256, got {args.n_ctx}")
     if args.n_threads is not None and args.n_threads < 1:
         raise UserError(f"--n-threads must be >= 1, got {args.n_threads}")
+    for flag in ("max_connections", "max_queue", "max_body"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0, got {args.timeout}")
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     try:
         srv = JudgeServer(
             args.model,
@@ -44,16 +118,67 @@ def _serve(args: argparse.Namespace) -> int:
             n_gpu_layers=args.n_gpu_layers,
             n_threads=args.n_threads,
             name=args.name,
+            api_key=api_key,
+            max_connections=args.max_connections,
+            max_queue=args.max_queue,
+            timeout=args.timeout,
+            max_body=args.max_body,
         )
     except (MissingModelError, BackendError) as e:
         raise UserError(str(e)) from e
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
+    auth = "API key required" if api_key else "no API key"
     print(
-        f"medix judge: serving {srv.model_name!r} at {srv.url} (Ctrl-C to stop)", file=sys.stderr, flush=True
+        f"medix judge: serving {srv.model_name!r} at {srv.url} ({auth}; Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
     )
     try:
         srv.serve_forever()
     finally:
         srv.httpd.server_close()
+    return 0
+
+
+def inspect_tokens(
+    model: str, answer: str, ground_truth: str, *, grader: bool = False, question: str = ""
+) -> dict:
+    """The tokens the judge model is given for one pair: ``{"tokens": [{"id", "text", "control"}...],
+    "n_control": N}`` (the reward judge's prompt, or the eval grader's first-round prompt)."""
+    from medix_r1.llm import BackendConfig, LlamaCppChat, open_backend
+
+    chat = open_backend(BackendConfig(model=model, n_ctx=4096))
+    assert isinstance(chat, LlamaCppChat)
+    try:
+        if grader:
+            from medix_r1.eval.grading import Grader, build_first_messages
+
+            row = {"type": "qa", "question": question, "reference": ground_truth, "response": answer}
+            ids = Grader(chat).prompt_tokens(build_first_messages(row))
+        else:
+            from medix_r1.judge import LocalJudge
+
+            ids = LocalJudge(chat, cache_size=0).prompt_tokens(answer, ground_truth)
+        tokens = [{"id": t, "text": chat.token_text(t), "control": chat.is_control(t)} for t in ids]
+    finally:
+        chat.close()
+    return {"tokens": tokens, "n_control": sum(t["control"] for t in tokens)}
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    out = inspect_tokens(
+        args.model, args.answer, args.ground_truth, grader=args.grader, question=args.question
+    )
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    for i, t in enumerate(out["tokens"]):
+        mark = "CONTROL" if t["control"] else ""
+        print(f"{i:5d} {t['id']:7d} {mark:7s} {t['text']!r}")
+    print(
+        f"{len(out['tokens'])} tokens, {out['n_control']} control tokens (all from the chat template; "
+        "the answer is tokenized with special-token parsing off)",
+        file=sys.stderr,
+    )
     return 0

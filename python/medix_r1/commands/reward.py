@@ -35,13 +35,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     j = s.add_argument_group("LLM judge (one of)")
     j.add_argument(
-        "--judge-model", metavar="FILE.gguf", help="a local GGUF judge run in-process by llama.cpp"
-    )
+        "--judge-model", "--judge", dest="judge_model", metavar="FILE.gguf",
+        help="a local GGUF judge run in-process by llama.cpp",
+    )  # fmt: skip
     j.add_argument(
         "--judge-url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1"
     )
     j.add_argument("--judge-name", metavar="NAME", help="the model id on --judge-url")
-    j.add_argument("--judge-threads", type=int, metavar="N", help="CPU threads of the in-process judge")
+    j.add_argument(
+        "--judge-n-threads", "--judge-threads", dest="judge_threads", type=int, metavar="N",
+        help="CPU threads of the in-process judge",
+    )  # fmt: skip
+    j.add_argument(
+        "--judge-n-ctx", "--judge-ctx", dest="judge_n_ctx", type=int, metavar="N",
+        help="context of the in-process judge (default 1024)",
+    )  # fmt: skip
+    j.add_argument(
+        "--judge-n-gpu-layers",
+        type=int,
+        metavar="N",
+        help="in-process judge layers offloaded to the GPU (-1: all)",
+    )
+    j.add_argument(
+        "--judge-api-key-env", metavar="NAME",
+        help="environment variable holding --judge-url's API key (sent only to that host; no default)",
+    )  # fmt: skip
     j.add_argument(
         "--judge-concurrency", type=int, metavar="N", help="requests in flight against --judge-url"
     )
@@ -114,6 +132,12 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
         judge["n_threads"] = args.judge_threads
     if args.judge_concurrency is not None:
         judge["concurrency"] = args.judge_concurrency
+    if args.judge_n_ctx is not None:
+        judge["n_ctx"] = args.judge_n_ctx
+    if args.judge_n_gpu_layers is not None:
+        judge["n_gpu_layers"] = args.judge_n_gpu_layers
+    if args.judge_api_key_env is not None:
+        judge["api_key_env"] = args.judge_api_key_env
     if args.judge_name and not judge.get("url"):
         raise ValueError("--judge-name goes with --judge-url")
     for key, value in (

@@ -72,26 +72,15 @@ def openai_messages(sample: Sample) -> list[dict]:
 
 
 class GGUFPolicy:
-    """A local GGUF through llama.cpp; images only with a multimodal projector (``mmproj``)."""
+    """A local GGUF through llama.cpp (a :class:`~medix_r1.llm.LlamaCppChat`); images only with a multimodal
+    projector (``mmproj``)."""
 
     concurrency = 1
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        mmproj: str | Path | None = None,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
-        chat_format: str | None = None,
-    ) -> None:
-        from medix_r1.llm import LlamaCppChat
-
-        self.chat = LlamaCppChat(
-            model, n_ctx=n_ctx, n_threads=n_threads, chat_format=chat_format, clip_model_path=mmproj
-        )
-        self.name = Path(model).name
-        self.supports_images = mmproj is not None
+    def __init__(self, chat: Any) -> None:
+        self.chat = chat
+        self.name = chat.file_name
+        self.supports_images = chat.supports_images
         self.why_no_images = (
             f"{self.name} is a text-only GGUF here: pass its multimodal projector with --mmproj FILE "
             "(an mmproj-*.gguf) to answer image tasks"
@@ -113,12 +102,10 @@ class RemotePolicy:
     supports_images = True  # the server decides; a text-only one answers with an error for image items
     why_no_images = ""
 
-    def __init__(self, url: str, model_name: str, *, concurrency: int = 8, timeout: float = 600.0) -> None:
-        from medix_r1.llm import OpenAIChat
-
-        self.chat = OpenAIChat(url, model_name, concurrency=concurrency, timeout=timeout)
-        self.name = model_name
-        self.concurrency = concurrency
+    def __init__(self, chat: Any) -> None:
+        self.chat = chat  # a medix_r1.llm.OpenAIChat
+        self.name = chat.model
+        self.concurrency = chat.concurrency
 
     def answer(self, samples: Sequence[Sample], max_new_tokens: int) -> list[str | Exception]:
         msgs = []
@@ -236,23 +223,39 @@ def open_policy(
     adapter: str | None = None,
     n_ctx: int = 4096,
     n_threads: int | None = None,
+    n_gpu_layers: int = 0,
     concurrency: int = 8,
     chat_format: str | None = None,
+    api_key_env: str | None = None,
 ) -> Any:
-    """The policy for ``model`` (a .gguf file or a checkpoint directory) or ``url`` + ``model_name``."""
+    """The policy for ``model`` (a .gguf file or a checkpoint directory) or ``url`` + ``model_name``; GGUF and
+    server policies run on the backend :func:`medix_r1.llm.open_backend` builds."""
+    from medix_r1.llm import BackendConfig, open_backend
+
     if url:
         if adapter or mmproj:
             raise ValueError("--adapter and --mmproj are for local models, not --url")
         name = model_name or model
         if not name:
             raise ValueError("--url needs --model-name (the model id on that server)")
-        return RemotePolicy(url, name, concurrency=concurrency)
+        cfg = BackendConfig(
+            url=url, name=name, concurrency=concurrency, timeout=600.0, api_key_env=api_key_env
+        )
+        return RemotePolicy(open_backend(cfg))
     if not model:
         raise ValueError("give --model (a .gguf file or a checkpoint directory) or --url with --model-name")
     if model.endswith(".gguf"):
         if adapter:
             raise ValueError("--adapter needs a transformers checkpoint; merge the LoRA before converting")
-        return GGUFPolicy(model, mmproj=mmproj, n_ctx=n_ctx, n_threads=n_threads, chat_format=chat_format)
+        cfg = BackendConfig(
+            model=model,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            chat_format=chat_format,
+            mmproj=None if mmproj is None else str(mmproj),
+        )
+        return GGUFPolicy(open_backend(cfg))
     if mmproj:
         raise ValueError("--mmproj goes with a .gguf model")
     p = Path(model).expanduser()

@@ -1,7 +1,8 @@
 """The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, server.
 
 ``make_judge(JudgeConfig(model="judge.gguf"))`` runs the judge in-process with llama.cpp;
-``JudgeConfig(url=..., name=...)`` talks to any OpenAI-compatible server, e.g. ``medix judge serve``.
+``JudgeConfig(url=..., name=...)`` talks to any OpenAI-compatible server, e.g. ``medix judge serve``. Both are
+built on the backend :func:`medix_r1.llm.open_backend` makes of the config (a JudgeConfig is a BackendConfig).
 """
 
 from __future__ import annotations

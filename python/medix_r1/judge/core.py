@@ -1,7 +1,8 @@
 """YES/NO judges: in-process llama.cpp (one-token decision from logits) and OpenAI-compatible servers.
 
 Both share the exact-match short-circuit, de-duplication within a batch and an LRU cache across batches;
-an item that cannot be judged is a Verdict with ``match=None`` and the reason, never an exception or False.
+an item the backend cannot judge (a :class:`~medix_r1.errors.BackendError`: an outage, a context overflow) is
+a Verdict with ``match=None`` and the reason, never False. Any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from medix_r1.errors import BackendError
+from medix_r1.errors import BackendError, ConfigError
 from medix_r1.judge.prompt import (
-    SYSTEM,
-    USER_TEMPLATE,
     build_messages,
     classify_reply_token,
     parse_reply,
     sanitize,
 )
+from medix_r1.llm import BackendConfig, Choice, LlamaCppChat, OpenAIChat, open_backend
 
 __all__ = [
     "Judge",
@@ -35,8 +35,6 @@ __all__ = [
     "VerdictCache",
     "make_judge",
 ]
-
-SOURCES = ("exact", "cache", "judge")
 
 
 @dataclass(frozen=True)
@@ -55,28 +53,16 @@ class Verdict:
 
 
 @dataclass
-class JudgeConfig:
-    """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``)."""
+class JudgeConfig(BackendConfig):
+    """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``): a
+    :class:`~medix_r1.llm.BackendConfig` plus the verdict cache, with defaults for a one-token judge."""
 
-    model: str | None = field(
-        default=None, metadata={"help": "GGUF file of the judge model, run in-process with llama.cpp"}
-    )
-    url: str | None = field(
-        default=None,
-        metadata={"help": "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1"},
-    )
-    name: str | None = field(default=None, metadata={"help": "model id on that server (required with url)"})
     n_ctx: int = field(
         default=1024, metadata={"help": "llama.cpp context size in tokens for the in-process judge"}
     )
-    n_gpu_layers: int = field(
-        default=0, metadata={"help": "layers to offload to the GPU for the in-process judge (-1: all)"}
+    timeout: float = field(
+        default=30.0, metadata={"help": "seconds one server request may take in all (connect + reply)"}
     )
-    n_threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for the in-process judge (default: llama.cpp's choice)"}
-    )
-    concurrency: int = field(default=8, metadata={"help": "requests in flight at once against the server"})
-    timeout: float = field(default=30.0, metadata={"help": "seconds to wait for one server reply"})
     max_retries: int = field(
         default=2, metadata={"help": "retries of a failed server request (exponential backoff)"}
     )
@@ -84,26 +70,17 @@ class JudgeConfig:
         default=65536, metadata={"help": "verdicts kept in the LRU cache across batches (0: no cache)"}
     )
 
-    def __post_init__(self) -> None:
-        if bool(self.model) == bool(self.url):
-            raise ValueError("judge: give exactly one of judge.model (a local .gguf) or judge.url (a server)")
-        if self.url and not self.name:
-            raise ValueError("judge.url needs judge.name, the model id served there (see GET <url>/models)")
-        if self.n_ctx < 256:
-            raise ValueError(f"judge.n_ctx must be >= 256, got {self.n_ctx}")
-        if self.n_threads is not None and self.n_threads < 1:
-            raise ValueError(f"judge.n_threads must be >= 1, got {self.n_threads}")
-        if self.concurrency < 1:
-            raise ValueError(f"judge.concurrency must be >= 1, got {self.concurrency}")
-        if not self.timeout > 0:
-            raise ValueError(f"judge.timeout must be > 0, got {self.timeout}")
-        if self.max_retries < 0 or self.cache_size < 0:
-            raise ValueError("judge.max_retries and judge.cache_size must be >= 0")
+    _section = "judge"
 
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> help string (for CLIs and generated docs)."""
-        return {f.name: f.metadata["help"] for f in fields(cls)}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cache_size < 0:
+            raise ConfigError(
+                f"judge.cache_size must be >= 0, got {self.cache_size}",
+                key="judge.cache_size",
+                value=self.cache_size,
+                allowed=">= 0",
+            )
 
 
 @runtime_checkable
@@ -208,60 +185,49 @@ class _CachingJudge:
         raise NotImplementedError
 
 
+# Every spelling of the two words whose first token may start the reply.
+_YES = ("YES", "Yes", "yes", " YES", " Yes", " yes")
+_NO = ("NO", "No", "no", " NO", " No", " no")
+
+
 def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
     """P(YES) among {YES, NO}, summing the mass of every token spelling each word."""
     if not yes_logps and not no_logps:
         return None
     ly = float(np.logaddexp.reduce(yes_logps)) if len(yes_logps) else -math.inf
     ln = float(np.logaddexp.reduce(no_logps)) if len(no_logps) else -math.inf
-    if math.isnan(ly) or math.isnan(ln) or (ly == -math.inf and ln == -math.inf):
-        return None
-    return 1.0 / (1.0 + math.exp(min(700.0, ln - ly))) if ly != -math.inf else 0.0
-
-
-# Sentinels for the answer slots; sanitize() removes control characters, so answers cannot contain them.
-_GT_SLOT, _PRED_SLOT = "\x00GT\x00", "\x00PRED\x00"
-_YES = ("YES", "Yes", "yes", " YES", " Yes", " yes")
-_NO = ("NO", "No", "no", " NO", " No", " no")
+    return Choice({"yes": ly, "no": ln}).prob("yes")
 
 
 class LocalJudge(_CachingJudge):
     """The judge model in-process (llama.cpp). One forward pass per unique pair, no sampling: the verdict is
-    read from the next-token logits of the YES vs NO tokens.
+    the backend's :meth:`~medix_r1.llm.LlamaCppChat.choose` between the YES and NO tokens.
 
-    The prompt's fixed part is tokenized once; answers are tokenized with special-token parsing off, so even
-    a ``<|im_start|>`` that survived sanitising would stay plain text. Pairs are evaluated sorted by ground
-    truth, so a group of completions for one question also shares the ground truth's KV cache.
+    The prompt is :meth:`~medix_r1.llm.LlamaCppChat.chat_tokens` of :func:`build_messages` with the user
+    text split into fixed instruction / ground truth / fixed tag / answer pieces: no answer can become a
+    control token, and the fixed prefix tokenizes the same for every pair. Pairs are evaluated sorted by
+    ground truth, so a group of completions for one question also shares the ground truth's KV cache.
+
+    ``model`` is a GGUF path (``backend_kw`` go to :class:`~medix_r1.llm.LlamaCppChat`) or an open backend.
     """
 
     def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        n_ctx: int = 1024,
-        n_gpu_layers: int = 0,
-        n_threads: int | None = None,
-        cache_size: int = 65536,
+        self, model: str | Path | LlamaCppChat, *, cache_size: int = 65536, **backend_kw: Any
     ) -> None:
-        from medix_r1.llm import LlamaCppChat
-
         super().__init__(cache_size)
-        self.chat = LlamaCppChat(model_path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+        if isinstance(model, LlamaCppChat):
+            if backend_kw:
+                raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
+            self.chat = model
+        else:
+            backend_kw.setdefault("n_ctx", 1024)
+            self.chat = LlamaCppChat(model, **backend_kw)
         self.name = self.chat.name
-        self.yes_ids = self._first_tokens(_YES, True)
-        self.no_ids = self._first_tokens(_NO, False)
+        self.options = {"yes": self._first_tokens(_YES, True), "no": self._first_tokens(_NO, False)}
+        self.yes_ids, self.no_ids = self.options["yes"], self.options["no"]
         if not self.yes_ids or not self.no_ids or set(self.yes_ids) & set(self.no_ids):
             raise BackendError(f"{self.name}: cannot find distinct YES/NO tokens in this model's vocabulary")
-        user = USER_TEMPLATE.format(ground_truth=_GT_SLOT, predicted=_PRED_SLOT)
-        rendered = self.chat.format_prompt(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
-        )
-        if rendered.count(_GT_SLOT) == 1 and rendered.count(_PRED_SLOT) == 1:
-            head, rest = rendered.split(_GT_SLOT)
-            mid, tail = rest.split(_PRED_SLOT)
-            self._parts = tuple(self.chat.tokenize(p, special=True) for p in (head, mid, tail))
-        else:  # a template that rewrites message text: render each prompt whole (sanitising still applies)
-            self._parts = None
+        self.prompt_tokens("x", "y")  # a template we cannot splice into fails here, not on the first batch
 
     def _first_tokens(self, spellings: Sequence[str], want: bool) -> list[int]:
         ids: list[int] = []
@@ -275,26 +241,16 @@ class LocalJudge(_CachingJudge):
         """The token ids the model sees for this pair (the fixed prefix first)."""
         return self._tokens_and_cuts(predicted, ground_truth)[0]
 
-    def _tokens_and_cuts(self, predicted: str, ground_truth: str) -> tuple[list[int], list[int] | None]:
-        # Cuts after the fixed head and after the ground truth: the KV cache is reused (and the prompt split)
-        # only there, so a pair gets the same logits whatever was judged before it.
-        if self._parts is None:
-            prompt = self.chat.format_prompt(build_messages(predicted, ground_truth))
-            return self.chat.tokenize(prompt, special=True), None
-        head, mid, tail = self._parts
-        gt = self.chat.tokenize(sanitize(ground_truth), special=False)
-        pred = self.chat.tokenize(sanitize(predicted), special=False)
-        return head + gt + mid + pred + tail, [len(head), len(head) + len(gt) + len(mid)]
-
-    def prompt_text(self, predicted: str, ground_truth: str) -> str:
-        """The prompt as text (for inspection; special tokens appear as their text)."""
-        return self.chat.format_prompt(build_messages(predicted, ground_truth))
+    def _tokens_and_cuts(self, predicted: str, ground_truth: str) -> tuple[list[int], list[int]]:
+        # Cuts at the ground truth and at the answer: the KV cache is reused (and the prompt split) only
+        # there, so a pair gets the same logits whatever was judged before it.
+        tokens, starts = self.chat.chat_tokens(build_messages(predicted, ground_truth, pieces=True))
+        return tokens, [starts[-3], starts[-1]]  # pieces: ..., ground truth, closing tag + answer tag, answer
 
     def p_yes(self, predicted: str, ground_truth: str) -> float:
         """P(YES) among {YES, NO} for one pair (no cache, no short-circuit)."""
         tokens, cuts = self._tokens_and_cuts(predicted, ground_truth)
-        logits = self.chat.eval_prompt(tokens, cuts=cuts)
-        p = _p_yes(logits[self.yes_ids].tolist(), logits[self.no_ids].tolist())
+        p = self.chat.choose(tokens, self.options, cuts=cuts).prob("yes")
         if p is None:
             raise BackendError(f"{self.name}: the model produced no usable YES/NO logits (NaN)")
         return p
@@ -304,11 +260,8 @@ class LocalJudge(_CachingJudge):
         for key in sorted(keys, key=lambda k: (k[1], k[0])):
             try:
                 p = self.p_yes(*key)
-            except BackendError as e:
+            except BackendError as e:  # this pair cannot be judged (context overflow, decode failure)
                 verdicts[key] = Verdict(None, error=str(e))
-                continue
-            except Exception as e:  # one bad item must not sink the batch
-                verdicts[key] = Verdict(None, error=f"{self.name}: {type(e).__name__}: {e}")
                 continue
             verdicts[key] = v = Verdict(p > 0.5, p, source="judge")
             self.cache.put(key, v)
@@ -324,26 +277,36 @@ class RemoteJudge(_CachingJudge):
     Asks for one token at temperature 0 with ``logprobs``/``top_logprobs=10`` and reads P(YES) from the first
     token's alternatives; servers without log-probs are read from the text (it must start with YES or NO).
     Requests run concurrently; each verdict is cached as soon as it arrives, so a server that dies mid-batch
-    loses nothing already judged.
+    loses nothing already judged. ``url`` may also be an open :class:`~medix_r1.llm.OpenAIChat`.
     """
 
     def __init__(
         self,
-        url: str,
-        model: str,
+        url: str | OpenAIChat,
+        model: str | None = None,
         *,
         concurrency: int = 8,
         timeout: float = 30.0,
         max_retries: int = 2,
         cache_size: int = 65536,
         backoff: float = 0.5,
+        api_key_env: str | None = None,
+        batch_timeout: float | None = None,
     ) -> None:
-        from medix_r1.llm import OpenAIChat
-
         super().__init__(cache_size)
-        self.client = OpenAIChat(
-            url, model, timeout=timeout, max_retries=max_retries, backoff=backoff, concurrency=concurrency
-        )
+        if isinstance(url, OpenAIChat):
+            self.client = url
+        else:
+            self.client = OpenAIChat(
+                url,
+                model or "",
+                timeout=timeout,
+                max_retries=max_retries,
+                backoff=backoff,
+                concurrency=concurrency,
+                api_key_env=api_key_env,
+                batch_timeout=batch_timeout,
+            )
         self.name = self.client.name
 
     @staticmethod
@@ -368,8 +331,9 @@ class RemoteJudge(_CachingJudge):
         if isinstance(content, list) and content and isinstance(content[0], dict):
             first = content[0]
             alts = first.get("top_logprobs") or [first]
-            yes, no = [], []
-            for a in alts:
+            yes: list[float] = []
+            no: list[float] = []
+            for a in alts if isinstance(alts, list) else []:
                 if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
                     continue
                 c = classify_reply_token(str(a.get("token", "")))
@@ -378,8 +342,9 @@ class RemoteJudge(_CachingJudge):
             p = _p_yes(yes, no)
             if p is not None:
                 return Verdict(p > 0.5, p, source="judge")
-        text = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
-        decision = parse_reply(text or "")
+        message = choice.get("message") if isinstance(choice, dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        decision = parse_reply(text if isinstance(text, str) else "")
         if decision is None:
             return Verdict(None, error=f"{self.client.url}: the judge replied neither YES nor NO: {text!r}")
         return Verdict(decision, None, source="judge")
@@ -397,21 +362,9 @@ class RemoteJudge(_CachingJudge):
 
 
 def make_judge(config: JudgeConfig) -> Judge:
-    """The judge ``config`` describes (a missing GGUF raises MissingModelError)."""
-    if config.model:
-        return LocalJudge(
-            config.model,
-            n_ctx=config.n_ctx,
-            n_gpu_layers=config.n_gpu_layers,
-            n_threads=config.n_threads,
-            cache_size=config.cache_size,
-        )
-    assert config.url is not None and config.name is not None
-    return RemoteJudge(
-        config.url,
-        config.name,
-        concurrency=config.concurrency,
-        timeout=config.timeout,
-        max_retries=config.max_retries,
-        cache_size=config.cache_size,
-    )
+    """The judge ``config`` describes, on the backend :func:`~medix_r1.llm.open_backend` builds from it (a
+    missing GGUF raises MissingModelError)."""
+    backend = open_backend(config)
+    if isinstance(backend, LlamaCppChat):
+        return LocalJudge(backend, cache_size=config.cache_size)
+    return RemoteJudge(backend, cache_size=config.cache_size)

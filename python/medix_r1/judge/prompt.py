@@ -20,6 +20,7 @@ import unicodedata
 __all__ = [
     "MAX_ANSWER_CHARS",
     "SYSTEM",
+    "USER_TEMPLATE",
     "build_messages",
     "classify_reply_token",
     "parse_reply",
@@ -66,37 +67,76 @@ _LABELS = re.compile(
     r"|system|assistant|user|human|instructions?)\s*[:：=]+",
     re.IGNORECASE,
 )
-_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Characters that render as nothing (or as blank) and can hide or split text: soft hyphen, combining grapheme
+# joiner, Arabic letter mark, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors and vowel
+# separator, zero-width and bidi controls, word joiner and invisible operators, variation selectors (and their
+# supplement), BOM, interlinear annotation, musical formatting, tag characters; every Unicode format (Cf)
+# character is among them. Lone surrogates are not text at all.
+_INVISIBLE = re.compile(
+    "["
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb"
+    "\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e007f\U000e0100-\U000e01ef"
+    "\ud800-\udfff"
+    "]"
+)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACES = re.compile(r"\s+")
+_DELIMS = re.compile(r"[<>|\[\]]")
+# Removal passes before nesting counts as an attack: answers nest look-alikes two deep at most by accident.
+_MAX_PASSES = 4
+# Text read before anything else is done: NFKC and the regexes then run on at most this many characters, so
+# a huge answer costs no more than a short one (the result is cut to ``limit`` characters anyway).
+_READ_FACTOR = 4
 
 
 def sanitize(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     """One line of plain text that cannot close our tags, open a chat turn or fake a labelled section.
 
-    NFKC folds look-alikes (full-width ``＜｜…｜＞``) onto ASCII first; invisible characters and control
-    characters go; special-token and delimiter look-alikes are removed until none is left; labels such as
-    ``Ground Truth:`` lose their colon; newlines become spaces; the result is cut to ``limit`` characters.
+    The text is cut to ``4 * limit`` characters first (linear time whatever the input); NFKC folds
+    look-alikes (full-width ``＜｜…｜＞``) onto ASCII; invisible characters (format characters, zero-width and
+    bidi controls, variation selectors, tag characters, fillers) and control characters go; special-token
+    and delimiter look-alikes are removed, and when they are nested deeper than a few levels (an attack:
+    ``<|<|...|>|>``) every ``< > | [ ]`` goes instead; labels such as ``Ground Truth:`` lose their colon;
+    newlines become spaces; the result is cut to ``limit`` characters.
+
+    This is defence in depth and serves servers we do not control: on our own paths the text is also
+    tokenized with special-token parsing off, so no text can become a control token whatever survives here.
     """
-    s = unicodedata.normalize("NFKC", str(text))
+    s = str(text)[: max(limit, 1) * _READ_FACTOR]
     s = _INVISIBLE.sub("", s)
-    s = _CONTROL_CHARS.sub(" ", s)
-    while True:  # collapsing spaces can shorten a long "<|...|>" into one the pattern matches: same loop
+    s = unicodedata.normalize("NFKC", s)[: max(limit, 1) * _READ_FACTOR]
+    s = _INVISIBLE.sub("", s)  # NFKC maps some characters onto invisible ones (U+3164 -> U+1160)
+    s = _SPACES.sub(" ", _CONTROL_CHARS.sub(" ", s))
+    for _ in range(_MAX_PASSES):
+        # Collapsing spaces can shorten a long "<|...|>" into one the pattern matches: same loop.
         t = _SPACES.sub(" ", _CONTROL_TOKENS.sub(" ", s))
         if t == s:
             break
         s = t
+    else:
+        if _CONTROL_TOKENS.search(s):
+            s = _SPACES.sub(" ", _DELIMS.sub(" ", s))
     s = _LABELS.sub(lambda m: f"{m.group(1)} -", s).strip()
     if len(s) > limit:
         s = s[:limit].rstrip() + " [...]"
     return s
 
 
-def build_messages(predicted: str, ground_truth: str, *, limit: int = MAX_ANSWER_CHARS) -> list[dict]:
-    """The chat messages asking whether ``predicted`` matches ``ground_truth`` (both sanitised)."""
-    user = USER_TEMPLATE.format(
-        ground_truth=sanitize(ground_truth, limit), predicted=sanitize(predicted, limit)
-    )
+def build_messages(
+    predicted: str, ground_truth: str, *, limit: int = MAX_ANSWER_CHARS, pieces: bool = False
+) -> list[dict]:
+    """The chat messages asking whether ``predicted`` matches ``ground_truth`` (both sanitised).
+
+    ``pieces=True``: the user message's content is the list ``[fixed text, ground truth, fixed tags,
+    answer]`` (joined, the same text), for backends that tokenize each piece on its own."""
+    head, rest = USER_TEMPLATE.split("{ground_truth}")
+    mid, tail = rest.split("{predicted}")
+    assert not tail  # the answer ends the message (see the module docstring)
+    parts = [head, sanitize(ground_truth, limit), mid, sanitize(predicted, limit)]
+    user: str | list[str] = parts if pieces else "".join(parts)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -1,27 +1,146 @@
 """``medix judge serve``: a small OpenAI-compatible server for one llama.cpp model, standard library only.
 
 ``POST /v1/chat/completions`` (with ``logprobs``/``top_logprobs`` computed from the logits, no
-``logits_all``), ``GET /v1/models``, ``GET /health``. Connections are served concurrently; decoding is
-serialised on the one llama.cpp context, always on the same worker thread: llama.cpp's OpenMP build starts a
-thread team per calling thread, and a new team for every connection costs ~30 ms per request on a small CPU.
+``logits_all``), ``GET /v1/models``, ``GET /health``. Message text is tokenized with special-token parsing
+off and spliced into the chat template (:meth:`~medix_r1.llm.LlamaCppChat.chat_tokens`), so no client text
+becomes a control token; roles are limited to system/user/assistant.
+
+Under load: at most ``max_connections`` connections (beyond: 429 and close), each with a socket timeout; at
+most ``max_queue`` requests waiting for the model (beyond: 429); a waiting or running request whose client
+has gone is dropped; the body size is checked from Content-Length before anything is read; malformed input
+of any kind is a 400. Decoding is serialised on the one llama.cpp context, always on the same worker thread:
+llama.cpp's OpenMP build starts a thread team per calling thread, and a new team for every connection costs
+~30 ms per request on a small CPU.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import select
+import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medix_r1.errors import BackendError
+from medix_r1.llm import LlamaCppChat
+from medix_r1.llm.remote import is_loopback_host
 
-__all__ = ["JudgeServer", "serve"]
+__all__ = ["Generation", "JudgeServer", "generate", "serve"]
 
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = 1024 * 1024
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Generation:
+    """One completion from :func:`generate`: text, why it stopped, per-token log-probs."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[dict] = field(default_factory=list)
+
+
+class Cancelled(Exception):
+    """The client went away; the generation stopped."""
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max()
+    return x - (m + np.log(np.exp(x - m).sum()))
+
+
+def _sample(scaled: np.ndarray, top_p: float, rng: np.random.Generator) -> int:
+    p = np.exp(scaled - scaled.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        keep = np.cumsum(p[order]) - p[order] < top_p
+        q = np.zeros_like(p)
+        q[order[keep]] = p[order[keep]]
+        p = q / q.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+def _logprob_entry(chat: LlamaCppChat, tok: int, logp: np.ndarray, k: int) -> dict:
+    def one(t: int) -> dict:
+        s = chat.token_text(t)
+        return {"token": s, "logprob": float(logp[t]), "bytes": list(s.encode("utf-8"))}
+
+    entry = one(tok)
+    top = np.argpartition(-logp, k)[:k] if 0 < k < len(logp) else np.arange(len(logp) if k else 0)
+    top = top[np.argsort(-logp[top])]
+    entry["top_logprobs"] = [one(int(t)) for t in top]
+    return entry
+
+
+def generate(
+    chat: LlamaCppChat,
+    messages: Sequence[dict] | None = None,
+    *,
+    tokens: Sequence[int] | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    top_logprobs: int | None = None,
+    seed: int | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Generation:
+    """Complete ``messages`` (or their ready ``tokens``) token by token, with the top ``top_logprobs``
+    alternatives for every token when asked (OpenAI's ``logprobs.content`` layout). Temperature 0 is greedy.
+    ``cancelled()`` is checked before every token; when true, :class:`Cancelled` is raised."""
+    if tokens is None:
+        tokens = chat.chat_tokens(list(messages or []))[0]
+    prompt = list(tokens)
+    prompt_cuts = chat.line_cuts(prompt)
+    rng = np.random.default_rng(chat.seed if seed is None else seed)
+    stops = [s for s in (stop or []) if s]
+    out: list[int] = []
+    entries: list[dict] = []
+    text = ""
+    finish = "length"
+    with chat.lock:
+        if len(prompt) + max_tokens > chat.llm.n_ctx():
+            raise BackendError(
+                f"{chat.name}: prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds the "
+                f"context of {chat.llm.n_ctx()}"
+            )
+        for _ in range(max_tokens):
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            seq = prompt + out
+            logits = chat.eval_prompt(seq, cuts=[*prompt_cuts, *range(len(prompt), len(seq))])
+            logp = _log_softmax(logits)
+            tok = int(np.argmax(logits)) if temperature <= 0 else _sample(logp / temperature, top_p, rng)
+            if chat.is_eog(tok):
+                finish = "stop"
+                break
+            out.append(tok)
+            if top_logprobs is not None:
+                entries.append(_logprob_entry(chat, tok, logp, top_logprobs))
+            text = bytes(chat.llm.detokenize(out)).decode("utf-8", errors="replace")
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+                break
+    return Generation(text, finish, len(prompt), len(out), entries)
 
 
 class _BadRequest(Exception):
@@ -30,12 +149,22 @@ class _BadRequest(Exception):
         self.param, self.status, self.code = param, status, code
 
 
+def _text(v: Any, what: str, param: str) -> str:
+    if not isinstance(v, str):
+        raise _BadRequest(f"{what} must be a string", param=param)
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _BadRequest(f"{what} is not valid Unicode (a lone surrogate)", param=param) from None
+    return v
+
+
 def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
     v = body.get(key, default)
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise _BadRequest(f"`{key}` must be a number in [{lo:g}, {hi:g}], got {v!r}", param=key)
+        raise _BadRequest(f"`{key}` must be a number in [{lo:g}, {hi:g}], got {str(v)[:50]!r}", param=key)
     return float(v)
 
 
@@ -44,7 +173,7 @@ def _integer(body: dict, key: str, default: int | None, lo: int, hi: int) -> int
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _BadRequest(f"`{key}` must be an integer in [{lo}, {hi}], got {v!r}", param=key)
+        raise _BadRequest(f"`{key}` must be an integer in [{lo}, {hi}], got {str(v)[:50]!r}", param=key)
     return v
 
 
@@ -56,19 +185,17 @@ def _messages(body: dict) -> list[dict]:
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _BadRequest(f"messages[{i}] must be an object with a string `role`", param="messages")
+        if m["role"] not in ROLES:
+            raise _BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
         c = m.get("content")
         if isinstance(c, list):  # OpenAI content parts: text only here
             texts = []
             for part in c:
-                if (
-                    not isinstance(part, dict)
-                    or part.get("type") != "text"
-                    or not isinstance(part.get("text"), str)
-                ):
+                if not isinstance(part, dict) or part.get("type") != "text":
                     raise _BadRequest(
                         f"messages[{i}]: only text content parts are supported", param="messages"
                     )
-                texts.append(part["text"])
+                texts.append(_text(part.get("text"), f"messages[{i}] text part", "messages"))
             c = "".join(texts)
         if c is None:
             c = ""
@@ -76,16 +203,71 @@ def _messages(body: dict) -> list[dict]:
             raise _BadRequest(
                 f"messages[{i}].content must be a string or a list of text parts", param="messages"
             )
-        out.append({"role": m["role"], "content": c})
+        out.append({"role": m["role"], "content": _text(c, f"messages[{i}].content", "messages")})
     return out
 
 
+@dataclass
+class _Job:
+    """A request waiting for (or running on) the model thread."""
+
+    kwargs: dict
+    gone: threading.Event = field(default_factory=threading.Event)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int):
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused_connections = 0
+        super().__init__(addr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused_connections += 1
+            body = json.dumps({"error": {"message": "too many connections", "type": "rate_limit_error"}})
+            try:
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\n" + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or stalls is its own problem, not a server error worth a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class JudgeServer:
-    """A running server: ``url`` (the OpenAI base URL, ending in ``/v1``), ``close()``."""
+    """A running server: ``url`` (the OpenAI base URL, ending in ``/v1``), ``close()``.
+
+    ``model``: a GGUF path (``n_ctx``/``n_gpu_layers``/``n_threads`` apply) or an open
+    :class:`~medix_r1.llm.LlamaCppChat`. ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
+    but ``/health``). ``timeout``: seconds a connection may stay idle or take to send its request.
+    """
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | LlamaCppChat,
         *,
         host: str = "127.0.0.1",
         port: int = 8085,
@@ -93,19 +275,46 @@ class JudgeServer:
         n_gpu_layers: int = 0,
         n_threads: int | None = None,
         name: str | None = None,
+        api_key: str | None = None,
+        max_connections: int = 64,
+        max_queue: int = 32,
+        timeout: float = 30.0,
+        max_body: int = MAX_BODY,
     ) -> None:
-        from medix_r1.llm import LlamaCppChat
-
-        self.chat = LlamaCppChat(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
-        self.model_name = name or Path(model).stem
+        if max_connections < 1 or max_queue < 1 or timeout <= 0 or max_body < 1:
+            raise ValueError("max_connections, max_queue, timeout and max_body must be positive")
+        if isinstance(model, LlamaCppChat):
+            self.chat = model
+        else:
+            self.chat = LlamaCppChat(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+        self.model_name = name or Path(self.chat.file_name).stem
+        self.api_key = api_key or None
+        self.max_queue = max_queue
+        self.timeout = timeout
+        self.max_body = max_body
         self.created = int(time.time())
+        self.served = 0  # completed chat requests
+        self.cancelled = 0  # requests dropped because their client went away
+        self.rejected = 0  # 429s for a full queue
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medix-judge-model")
-        self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self.httpd.daemon_threads = True
+        if not is_loopback_host(host):
+            warnings.warn(
+                f"medix judge serve: listening on {host}, reachable from other machines"
+                + ("" if self.api_key else " and without --api-key: anyone who can reach it can use it"),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.httpd = _HTTPServer((host, port), _make_handler(self), max_connections)
         h, p = self.httpd.server_address[:2]
         self.host, self.port = str(h), int(p)
         self.url = f"http://{self.host}:{self.port}/v1"
         self._thread: threading.Thread | None = None
+
+    @property
+    def refused_connections(self) -> int:
+        return self.httpd.refused_connections
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
@@ -121,7 +330,7 @@ class JudgeServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
-        self._model_thread.shutdown(wait=True)
+        self._model_thread.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> JudgeServer:
         return self
@@ -137,53 +346,86 @@ class JudgeServer:
             ],
         }
 
-    def chat_completion(self, body: Any) -> dict:
+    def parse_request(self, body: Any) -> dict:
+        """The validated generation arguments of a chat request (400/404 :class:`_BadRequest` otherwise);
+        ``tokens`` is the prompt exactly as the model will get it."""
         if not isinstance(body, dict):
             raise _BadRequest("the request body must be a JSON object")
         messages = _messages(body)
         model = body.get("model")
         if model is not None and model != self.model_name:
             raise _BadRequest(
-                f"model {model!r} is not served here; this server serves {self.model_name!r}",
+                f"model {str(model)[:100]!r} is not served here; this server serves {self.model_name!r}",
                 param="model",
                 status=404,
                 code="model_not_found",
             )
         if body.get("stream"):
             raise _BadRequest("streaming is not supported by medix judge serve", param="stream")
-        if _integer(body, "n", 1, 1, 1) != 1:
-            raise _BadRequest("only n=1 is supported", param="n")
+        _integer(body, "n", 1, 1, 1)
+        n_ctx = self.chat.llm.n_ctx()
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = _integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, self.chat.llm.n_ctx())
+        max_tokens = _integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, n_ctx) or 256
         temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
         top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
         stop = body.get("stop")
         if isinstance(stop, str):
             stop = [stop]
-        if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)):
-            raise _BadRequest("`stop` must be a string or a list of strings", param="stop")
+        if stop is not None:
+            if not isinstance(stop, list) or len(stop) > 16:
+                raise _BadRequest("`stop` must be a string or a list of at most 16 strings", param="stop")
+            stop = [_text(s, "each `stop`", "stop") for s in stop]
         want_logprobs = body.get("logprobs", False)
         if not isinstance(want_logprobs, bool):
             raise _BadRequest("`logprobs` must be a boolean", param="logprobs")
         top = _integer(body, "top_logprobs", 0, 0, 20) if want_logprobs else None
         seed = _integer(body, "seed", None, 0, 2**32 - 1)
         try:
-            gen = self._model_thread.submit(
-                self.chat.generate,
-                messages,
-                max_tokens=int(max_tokens or 256),
-                temperature=temperature,
-                top_p=top_p if top_p > 0 else 1.0,
-                stop=stop,
-                top_logprobs=top,
-                seed=seed,
-            ).result()
+            tokens, _ = self.chat.chat_tokens(messages)
         except BackendError as e:
-            if "exceeds the context" in str(e):
+            raise _BadRequest(str(e), param="messages") from e
+        if len(tokens) + max_tokens > n_ctx:
+            raise _BadRequest(
+                f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {n_ctx}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return {
+            "tokens": tokens,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p if top_p > 0 else 1.0,
+            "stop": stop,
+            "top_logprobs": top,
+            "seed": seed,
+        }
+
+    def _run(self, job: _Job) -> Generation:
+        if job.gone.is_set():
+            raise Cancelled()
+        return generate(self.chat, cancelled=job.gone.is_set, **job.kwargs)
+
+    def submit(self, job: _Job) -> Future:
+        """Queue ``job`` for the model thread; 429 when ``max_queue`` requests are already waiting."""
+        with self._pending_lock:
+            if self._pending >= self.max_queue:
+                self.rejected += 1
                 raise _BadRequest(
-                    str(e).split(": ", 1)[-1], param="messages", code="context_length_exceeded"
-                ) from e
-            raise
+                    f"server busy: {self._pending} requests queued (max {self.max_queue}); retry later",
+                    status=429,
+                    code="rate_limit_exceeded",
+                )
+            self._pending += 1
+        fut = self._model_thread.submit(self._run, job)
+
+        def release(_: Future) -> None:
+            with self._pending_lock:
+                self._pending -= 1
+
+        fut.add_done_callback(release)
+        return fut
+
+    def completion(self, gen: Generation, want_logprobs: bool) -> dict:
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -204,11 +446,29 @@ class JudgeServer:
             },
         }
 
+    def chat_completion(self, body: Any) -> dict:
+        """Serve one chat request in the calling thread (decoding on the model thread)."""
+        kwargs = self.parse_request(body)
+        gen = self.submit(_Job(kwargs)).result()
+        return self.completion(gen, kwargs["top_logprobs"] is not None)
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """True when the peer closed its side (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
 
 def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "medix-judge"
+        timeout = server.timeout  # per-connection socket timeout: idle keep-alive connections are closed
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise here
             pass
@@ -218,6 +478,8 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
@@ -228,60 +490,125 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 status, {"error": {"message": message, "type": kind, "param": None, "code": None, **extra}}
             )
 
+        def _authorised(self) -> bool:
+            if server.api_key is None:
+                return True
+            got = self.headers.get("Authorization", "")
+            if hmac.compare_digest(got.encode("utf-8", "replace"), f"Bearer {server.api_key}".encode()):
+                return True
+            self._error(
+                401, "missing or wrong API key (Authorization: Bearer ...)", kind="authentication_error"
+            )
+            return False
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             if path in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok", "model": server.model_name})
+            elif not self._authorised():
+                return
             elif path in ("/v1/models", "/models"):
                 self._send(200, server.models())
             else:
-                self._error(404, f"no such endpoint: GET {self.path}", kind="not_found_error")
+                self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
+
+        def _read_body(self) -> bytes | None:
+            raw_len = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+                self._error(411, "send the body with a Content-Length (no chunked transfer encoding)")
+                return None
+            try:
+                length = int(raw_len) if raw_len is not None else -1
+            except ValueError:
+                length = -1
+            if length < 0 or length > server.max_body:
+                self.close_connection = True  # the body (if any) is never read
+                if length < 0:
+                    self._error(411 if raw_len is None else 400, "a valid Content-Length is required")
+                else:
+                    self._error(413, f"request body of {length} bytes exceeds the limit of {server.max_body}")
+                return None
+            deadline = time.monotonic() + server.timeout
+            chunks, left = [], length
+            while left > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = self.rfile.read1(min(left, 65536))
+                if not chunk:
+                    self.close_connection = True
+                    return None
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY:
+                raw = self._read_body()
+            except (TimeoutError, OSError):
                 self.close_connection = True
-                self._error(400 if length < 0 else 413, "bad or too large Content-Length")
                 return
-            raw = self.rfile.read(length)
+            if raw is None:
+                return
+            if not self._authorised():
+                return
             if path not in ("/v1/chat/completions", "/chat/completions"):
-                self._error(404, f"no such endpoint: POST {self.path}", kind="not_found_error")
+                self._error(404, f"no such endpoint: POST {self.path[:200]}", kind="not_found_error")
                 return
             try:
                 body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                self._error(400, f"the request body is not valid JSON: {e}")
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, nesting too deep
+                self._error(400, f"the request body is not valid JSON: {str(e)[:200]}")
                 return
             try:
-                self._send(200, server.chat_completion(body))
+                kwargs = server.parse_request(body)
+                job = _Job(kwargs)
+                fut = server.submit(job)
             except _BadRequest as e:
                 self._error(e.status, str(e), param=e.param, code=e.code)
-            except Exception as e:  # the model failed: report it, keep serving
-                self._error(500, f"{type(e).__name__}: {e}", kind="server_error")
+                return
+            except RecursionError:
+                self._error(400, "the request is nested too deeply")
+                return
+            while True:
+                try:
+                    gen = fut.result(timeout=0.1)
+                    break
+                except FutureTimeout:
+                    if _client_gone(self.connection):
+                        job.gone.set()
+                        fut.cancel()
+                        server.cancelled += 1
+                        self.close_connection = True
+                        return
+                except (Cancelled, CancelledError):
+                    server.cancelled += 1
+                    self.close_connection = True
+                    return
+                except BackendError as e:  # the model failed on valid input: report it, keep serving
+                    self._error(500, str(e), kind="server_error")
+                    return
+                except Exception as e:  # a bug: say so, keep serving
+                    traceback.print_exc(file=sys.stderr)
+                    self._error(500, f"internal error: {type(e).__name__}: {e}", kind="server_error")
+                    return
+            server.served += 1
+            self._send(200, server.completion(gen, kwargs["top_logprobs"] is not None))
 
     return Handler
 
 
 def serve(
-    model: str | Path,
+    model: str | Path | LlamaCppChat,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8085,
-    n_ctx: int = 4096,
-    n_gpu_layers: int = 0,
-    n_threads: int | None = None,
-    name: str | None = None,
     block: bool = True,
+    **kw: Any,
 ) -> JudgeServer:
-    """Serve ``model``. ``block=False`` returns at once with the server running in a daemon thread (call
-    ``.close()``); ``block=True`` serves until interrupted. ``port=0`` picks a free port (see ``.url``)."""
-    srv = JudgeServer(
-        model, host=host, port=port, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, name=name
-    )
+    """Serve ``model`` (``kw`` go to :class:`JudgeServer`). ``block=False`` returns at once with the server
+    running in a daemon thread (call ``.close()``); ``block=True`` serves until interrupted. ``port=0`` picks
+    a free port (see ``.url``)."""
+    srv = JudgeServer(model, **kw)
     if not block:
         return srv.start()
     try:

@@ -1,0 +1,129 @@
+"""One description of a chat backend and the one factory that builds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from medix_r1.errors import BackendError, ConfigError
+from medix_r1.llm.llamacpp import LlamaCppChat
+from medix_r1.llm.remote import OpenAIChat
+
+__all__ = ["BackendConfig", "open_backend"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class BackendConfig:
+    """Which chat model to use and how: a local GGUF run in-process by llama.cpp (``model``) or an
+    OpenAI-compatible server (``url`` + ``name``). The llama.cpp fields apply to the first, the HTTP ones to
+    the second. The reward judge, the eval grader and the evaluated policy are all built from one of these.
+    """
+
+    model: str | None = field(default=None, metadata=_help("GGUF file run in-process with llama.cpp"))
+    url: str | None = field(
+        default=None, metadata=_help("base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1")
+    )
+    name: str | None = field(default=None, metadata=_help("model id on that server (required with url)"))
+    n_ctx: int = field(default=4096, metadata=_help("llama.cpp context size in tokens"))
+    n_gpu_layers: int = field(default=0, metadata=_help("llama.cpp layers offloaded to the GPU (-1: all)"))
+    n_threads: int | None = field(
+        default=None, metadata=_help("llama.cpp CPU threads (default: llama.cpp's choice)")
+    )
+    seed: int = field(default=0, metadata=_help("llama.cpp sampling seed"))
+    chat_format: str | None = field(
+        default=None, metadata=_help("llama-cpp-python chat format (default: the GGUF's own template)")
+    )
+    mmproj: str | None = field(
+        default=None, metadata=_help("multimodal projector (mmproj-*.gguf) for images")
+    )
+    concurrency: int = field(default=8, metadata=_help("requests in flight at once against the server"))
+    timeout: float = field(
+        default=60.0, metadata=_help("seconds one server request may take in all (connect + reply)")
+    )
+    batch_timeout: float | None = field(
+        default=None, metadata=_help("seconds a batch of server requests may take in all, retries included")
+    )
+    max_retries: int = field(
+        default=3, metadata=_help("retries of a failed server request (exponential backoff)")
+    )
+    api_key_env: str | None = field(
+        default=None,
+        metadata=_help("environment variable holding the server's API key (sent only to url's host)"),
+    )
+
+    _section = "backend"  # the config section named in errors
+
+    def __post_init__(self) -> None:
+        sec = self._section
+        if bool(self.model) == bool(self.url):
+            raise ConfigError(
+                f"{sec}: give exactly one of {sec}.model (a local .gguf) or {sec}.url (a server)",
+                key=f"{sec}.model",
+                value=self.model,
+                allowed="exactly one of model / url",
+            )
+        if self.url and not self.name:
+            raise ConfigError(
+                f"{sec}.url needs {sec}.name, the model id served there (see GET <url>/models)",
+                key=f"{sec}.name",
+                value=None,
+                allowed="the server's model id",
+            )
+        for key, ok, allowed in (
+            ("n_ctx", self.n_ctx >= 256, ">= 256"),
+            ("n_threads", self.n_threads is None or self.n_threads >= 1, ">= 1"),
+            ("concurrency", self.concurrency >= 1, ">= 1"),
+            ("timeout", self.timeout > 0, "> 0"),
+            ("batch_timeout", self.batch_timeout is None or self.batch_timeout > 0, "> 0"),
+            ("max_retries", self.max_retries >= 0, ">= 0"),
+        ):
+            if not ok:
+                value = getattr(self, key)
+                raise ConfigError(
+                    f"{sec}.{key} must be {allowed}, got {value}",
+                    key=f"{sec}.{key}",
+                    value=value,
+                    allowed=allowed,
+                )
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> help string (for CLIs and generated docs)."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | OpenAIChat:
+    """The chat backend ``config`` describes: :class:`LlamaCppChat` for a ``.gguf`` model, :class:`OpenAIChat`
+    for a server. A missing GGUF raises MissingModelError; ``overrides`` (e.g. ``backoff``) go to the
+    class."""
+    if config.url:
+        assert config.name is not None
+        return OpenAIChat(
+            config.url,
+            config.name,
+            api_key_env=config.api_key_env,
+            timeout=config.timeout,
+            batch_timeout=config.batch_timeout,
+            max_retries=config.max_retries,
+            concurrency=config.concurrency,
+            **overrides,
+        )
+    model = str(config.model)
+    if not model.endswith(".gguf"):
+        raise BackendError(
+            f"{model!r} is not a .gguf file; for a model behind a server give its URL and name instead"
+        )
+    return LlamaCppChat(
+        model,
+        n_ctx=config.n_ctx,
+        n_gpu_layers=config.n_gpu_layers,
+        n_threads=config.n_threads,
+        seed=config.seed,
+        chat_format=config.chat_format,
+        clip_model_path=config.mmproj,
+        **overrides,
+    )
