@@ -6,6 +6,11 @@ cache="${MEDIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/medix-r1}"
 python="${PYTHON:-python3}"
 key="$( (cat "$root/requirements/dev.lock"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
 venv="$cache/venv-$key"
+mkdir -p "$cache"
+# One builder at a time: a second shell sourcing this while the first builds waits for it (an unlocked
+# check once deleted a venv that another process was still installing into).
+exec 9>"$venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   echo "== creating the pinned environment $venv (first run: ~10 minutes, torch and llama.cpp)" >&2
   rm -rf "$venv"
@@ -14,6 +19,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install --quiet -r "$root/requirements/dev.lock"
   touch "$venv/.complete"
 fi
+flock -u 9
+exec 9>&-
 export PATH="$venv/bin:$PATH"
 export MEDIX_TEST_MODELS="${MEDIX_TEST_MODELS:-$cache/test-models}"
 # Offline at run time: nothing may reach a model hub.
