@@ -48,7 +48,7 @@ def _requirement(text: str) -> Any:
     try:
         from packaging.requirements import Requirement
     except ImportError:
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
     return Requirement(text)
 
 
@@ -406,7 +406,7 @@ def estimate_train_memory(config_path: str) -> Check:
     return Check("train memory", True, detail)
 
 
-def run_checks(bundle: str | None = None, config: str | None = None) -> list[Check]:
+def run_checks(bundle: str | None = None, config: str | None = None, *, gpu: bool = True) -> list[Check]:
     checks = [_python(), _cpu()]
     models: dict[str, Path] = {}
     extras: set[str] = set()
@@ -415,8 +415,8 @@ def run_checks(bundle: str | None = None, config: str | None = None) -> list[Che
         bundle_checks, models, extras = _bundle_checks(bundle)
     checks.append(_llama_build("judge" in extras))
     checks.append(_ram())
-    gpu, _facts = _gpu()
-    checks.append(gpu)
+    if gpu:
+        checks.append(_gpu()[0])
     checks += _versions(extras)
     checks += bundle_checks
     for role, p in models.items():

@@ -141,16 +141,15 @@ def create_bundle(
     if root.is_file():
         raise BundleError(f"--out {root} is a file; give a directory")
     # Check every model before any copying, so a wrong path fails in a second, not after the wheels.
-    for role, p in (("judge", judge), ("embed", embed), ("policy", policy)):
-        if p:
-            describe_model(p, role)
+    given = [(role, src) for role, src in (("judge", judge), ("embed", embed), ("policy", policy)) if src]
+    for role, src in given:
+        describe_model(src, role)
     root.mkdir(parents=True, exist_ok=True)
     # The manifest marks a finished bundle: a rerun that changes it must not leave the old one claiming so.
     (root / MANIFEST).unlink(missing_ok=True)
     models: dict[str, dict[str, Any]] = {}
-    for role, p in (("judge", judge), ("embed", embed), ("policy", policy)):
-        if p:
-            models[role] = _add_model(root, role, p, models)
+    for role, src in given:
+        models[role] = _add_model(root, role, src, models)
 
     wheels = root / "wheels"
     wheels.mkdir(exist_ok=True)

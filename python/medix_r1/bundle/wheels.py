@@ -52,7 +52,7 @@ def _requirement(text: str) -> Any:
     try:
         from packaging.requirements import Requirement
     except ImportError:  # pip vendors packaging; a bundle is made where pip is
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
     return Requirement(text)
 
 

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_bundle_option(p)
     p.add_argument("--config", metavar="YAML", help="a training run file: estimate its peak GPU memory")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU check (it imports torch: seconds)")
     p.add_argument(
         "--json", action="store_true", help='print {"ok": ..., "checks": [{name, ok, detail, fix}]}'
     )
@@ -27,6 +28,8 @@ def _doctor(args: argparse.Namespace) -> int:
     from medix_r1.bundle import ENV
     from medix_r1.doctor import render, run_checks, to_json
 
-    checks = run_checks(bundle=args.bundle or os.environ.get(ENV) or None, config=args.config)
+    checks = run_checks(
+        bundle=args.bundle or os.environ.get(ENV) or None, config=args.config, gpu=not args.no_gpu
+    )
     print(to_json(checks) if args.json else render(checks))
     return 1 if any(not c.ok and c.required for c in checks) else 0
