@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -234,8 +235,15 @@ def _no_network() -> tuple[list[str], dict[str, str], str]:
 @pytest.mark.slow
 def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_path: Path) -> None:
     extras = ["judge", "embed"]
+    t = [time.perf_counter()]
+
+    def lap(what: str) -> None:  # phase times, shown with -s (not asserted)
+        t.append(time.perf_counter())
+        print(f"  {what}: {t[-1] - t[-2]:.1f}s")
+
     wheel = _medix_wheel()
     house = _wheelhouse(wheel, extras)
+    lap("medix wheel + wheelhouse (cached)")
     prefix, block_env, how = _no_network()
     print(f"network blocked with {how}")
     env = {
@@ -272,6 +280,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
         str(house),
     ]
     subprocess.run(create, env=env, check=True, capture_output=True)
+    lap("bundle create")
     manifest = json.loads((b / MANIFEST).read_text())
     assert (
         manifest["models"]["embed"]["kind"] == "onnx" and (b / manifest["models"]["embed"]["path"]).is_dir()
@@ -289,6 +298,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert "truncated wheels" in r.stderr and "already there" in r.stderr
     assert not list(b.rglob("*.part")) and verify_bundle(b).ok
+    lap("resume after a kill + verify")
 
     # The offline machine: a fresh venv, install.sh and every command with the network unavailable.
     venv = tmp_path / "venv"
@@ -301,6 +311,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     medix = [*prefix, str(venv / "bin" / "medix")]
+    lap("install.sh into a fresh venv")
 
     r = subprocess.run(
         [*medix, "doctor", "--bundle", str(b), "--json"], env=clean, capture_output=True, text=True
@@ -312,6 +323,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     assert names["model judge"]["ok"] and "chat template" in names["model judge"]["detail"]
     assert names["model embed"]["ok"] and "ONNX Runtime" in names["model embed"]["detail"]
     assert names["llama.cpp"]["ok"] and names["package fastembed"]["ok"]
+    lap("doctor")
 
     r = subprocess.run([*medix, "bundle", "verify", str(b)], env=clean, capture_output=True, text=True)
     assert r.returncode == 0 and "all" in r.stdout, r.stderr
@@ -325,6 +337,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     assert r.returncode == 0, r.stderr
     scored = json.loads(out.read_text())
     assert scored["accuracy_llm"] is not None and scored["accuracy_embed"] == 1.0, scored
+    lap("verify + reward score")
 
     # The eval extra (datasets, matplotlib, ...) is not in this bundle: eval runs in the test environment,
     # finding its policy and judge through MEDIX_BUNDLE, with the network blocked the same way.
@@ -334,6 +347,7 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     r = subprocess.run(run, env={**env, ENV: str(b)}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (ev / "demo" / "judgements.jsonl").is_file() and (ev / "scores.csv").is_file()
+    lap("eval run")
 
     # A model file altered after the transfer: verify fails and names it.
     judge = b / manifest["models"]["judge"]["path"]

@@ -161,6 +161,11 @@ def create_bundle(
     cmake = llama_cmake_args or DEFAULT_LLAMA_CMAKE_ARGS
     if from_env:
         repack_environment(reqs, wheels, log=_log)
+        if "judge" in extras:
+            _log(
+                "note: llama-cpp-python is carried as built here; a build with GGML_NATIVE (pip's default) "
+                "may need this CPU's features on the target too (`medix doctor` there says so)"
+            )
     else:
         llama_req = next((r for r in reqs if canonical(requirement_name(r)) == "llama-cpp-python"), None)
         in_links = any(Path(d).expanduser().glob("llama_cpp_python-*.whl") for d in find_links or [])

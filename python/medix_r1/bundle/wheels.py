@@ -33,11 +33,14 @@ __all__ = [
     "check_wheelhouse",
     "default_llama_cmake_args",
     "ensure_medix_wheel",
+    "expand_platforms",
     "extras_requirements",
     "host_target",
+    "missing_requirements",
     "pip_download",
     "repack_environment",
     "requirement_name",
+    "target_environment",
     "wheel_info",
 ]
 
@@ -81,7 +84,7 @@ class Target:
         return args
 
     def describe(self) -> str:
-        return f"CPython {self.python} on {', '.join(self.platforms) or _host_platform_tags()[0]}"
+        return f"CPython {self.python} on {self.platforms[0] if self.platforms else _host_platform_tags()[0]}"
 
 
 def _host_platform_tags() -> list[str]:
@@ -99,15 +102,38 @@ def _host_platform_tags() -> list[str]:
     return [plat]
 
 
+_LEGACY = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+
+
+def expand_platforms(platforms: list[str]) -> list[str]:
+    """Each platform tag plus the older ones it can run (pip's --platform takes them literally): a glibc
+    2.34 machine runs manylinux_2_34 ... manylinux_2_17/manylinux2014 wheels; musllinux_1_2 runs 1_1."""
+    out: list[str] = []
+    for tag in platforms:
+        m = re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", tag)
+        legacy = re.fullmatch(r"(manylinux2014|manylinux2010|manylinux1)_(\w+)", tag)
+        musl = re.fullmatch(r"musllinux_(\d+)_(\d+)_(\w+)", tag)
+        if m or legacy:
+            major, minor = (int(m[1]), int(m[2])) if m else _LEGACY[legacy[1]]  # type: ignore[index]
+            arch = m[3] if m else legacy[2]  # type: ignore[index]
+            tags = [f"manylinux_{major}_{v}_{arch}" for v in range(minor, 4, -1)]
+            tags += [f"{name}_{arch}" for name, (_, v) in _LEGACY.items() if major == 2 and v <= minor]
+        elif musl:
+            tags = [f"musllinux_{musl[1]}_{v}_{musl[3]}" for v in range(int(musl[2]), -1, -1)]
+        else:
+            tags = [tag]
+        out += [t for t in tags if t not in out]
+    return out
+
+
 def host_target(python: str | None = None, platforms: list[str] | None = None) -> Target:
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     py = python or here
     if not re.fullmatch(r"3\.\d{1,2}", py):
         raise BundleError(f"--python {py!r}: give a CPython version such as 3.10 or 3.12")
-    plats = list(platforms or [])
-    host = py == here and (not plats or set(plats) <= set(_host_platform_tags()))
-    if not plats:
-        plats = _host_platform_tags()
+    given = list(platforms or [])
+    host = py == here and (not given or set(given) <= set(_host_platform_tags()))
+    plats = expand_platforms(given or _host_platform_tags())
     return Target(python=py, platforms=plats, host=host)
 
 
@@ -289,6 +315,68 @@ def pip_download(
     if no_index:
         args.append("--no-index")
     _pip([*args, *target.pip_args(), spec])
+    top = extras_requirements(medix_wheel, extras)
+    for _ in range(5):
+        missing = missing_requirements(wheels, top, target)
+        if not missing:
+            return
+        _pip([*args, *target.pip_args(), *missing])
+    raise BundleError(f"the wheelhouse still lacks {', '.join(missing)} for {target.describe()}; rerun")
+
+
+def target_environment(target: Target) -> dict[str, str]:
+    """PEP 508 marker variables of the target (pip evaluates markers for the interpreter running it, even
+    with --python-version, so the target's own conditional dependencies are found here)."""
+    plat = target.platforms[0] if target.platforms else _host_platform_tags()[0]
+    if plat.startswith("macosx"):
+        sys_platform, system = "darwin", "Darwin"
+    elif plat.startswith("win"):
+        sys_platform, system = "win32", "Windows"
+    else:
+        sys_platform, system = "linux", "Linux"
+    machine = re.sub(r"^(manylinux_\d+_\d+|musllinux_\d+_\d+|manylinux\d+|linux|macosx_\d+_\d+)_", "", plat)
+    machine = {"amd64": "AMD64", "win_amd64": "AMD64"}.get(machine, machine)
+    return {
+        "python_version": target.python,
+        "python_full_version": f"{target.python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": sys_platform,
+        "platform_system": system,
+        "platform_machine": machine,
+        "os_name": "nt" if system == "Windows" else "posix",
+    }
+
+
+def _wheel_requires(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+        text = z.read(meta).decode("utf-8", errors="replace")
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+
+
+def missing_requirements(wheels: Path, top: list[str], target: Target) -> list[str]:
+    """Requirements of the wheelhouse, walked from ``top`` with the markers evaluated for ``target``, that no
+    wheel in ``wheels`` provides."""
+    env = target_environment(target)
+    have = {wheel_info(w)["name"]: w for w in wheels.glob("*.whl")}
+    missing: list[str] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(r, ()) for r in top]
+    while todo:
+        text, ctx = todo.pop()
+        req = _requirement(text)
+        if req.marker is not None and not any(req.marker.evaluate({**env, "extra": e}) for e in (*ctx, "")):
+            continue
+        name, extras = canonical(req.name), tuple(sorted(req.extras))
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        if name not in have:
+            missing.append(f"{req.name}{req.specifier}")
+            continue
+        todo += [(r, extras) for r in _wheel_requires(have[name])]
+    return missing
 
 
 # --- re-packing installed distributions ---------------------------------------------------------------
