@@ -25,7 +25,14 @@ import pytest
 from medix_r1.bundle import ENV, BundleError, resolve_bundle
 from medix_r1.bundle.manifest import FORMAT, MANIFEST, file_entry, verify_bundle, write_json_atomic
 from medix_r1.bundle.models import GgufError, describe_model, gguf_metadata
-from medix_r1.bundle.wheels import check_wheelhouse, extras_requirements, repack_environment
+from medix_r1.bundle.wheels import (
+    check_wheelhouse,
+    expand_platforms,
+    extras_requirements,
+    host_target,
+    missing_requirements,
+    repack_environment,
+)
 from medix_r1.cli import main
 from medix_r1.errors import MissingModelError
 
@@ -162,6 +169,30 @@ def test_install_sh_refuses_another_python_and_platform(tmp_path: Path) -> None:
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert r.returncode != 0 and "win_amd64" in r.stderr and "--platform" in r.stderr
+
+
+def test_target_platforms_include_the_older_tags_they_run() -> None:
+    tags = expand_platforms(["manylinux_2_28_x86_64"])
+    assert {"manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"} <= set(tags)
+    assert "manylinux_2_29_x86_64" not in tags
+    assert expand_platforms(["musllinux_1_2_aarch64"])[:2] == [
+        "musllinux_1_2_aarch64",
+        "musllinux_1_1_aarch64",
+    ]
+    assert expand_platforms(["win_amd64"]) == ["win_amd64"]
+
+
+def test_dependencies_are_walked_with_the_target_markers(tmp_path: Path) -> None:
+    """pip evaluates markers for the interpreter running it; the wheelhouse check uses the target's."""
+    with zipfile.ZipFile(tmp_path / "a-1.0-py3-none-any.whl", "w") as z:
+        z.writestr(
+            "a-1.0.dist-info/METADATA",
+            "Name: a\nVersion: 1.0\nRequires-Dist: old>=1; python_version < '3.11'\n"
+            "Requires-Dist: new; python_version >= '3.11'\nRequires-Dist: win; sys_platform == 'win32'\n",
+        )
+    assert missing_requirements(tmp_path, ["a"], host_target("3.10", ["manylinux2014_x86_64"])) == ["old>=1"]
+    assert missing_requirements(tmp_path, ["a"], host_target("3.12", ["manylinux2014_x86_64"])) == ["new"]
+    assert sorted(missing_requirements(tmp_path, ["a"], host_target("3.12", ["win_amd64"]))) == ["new", "win"]
 
 
 # --- end to end, slow ---------------------------------------------------------------------------------------

@@ -285,7 +285,9 @@ def build_llama_wheel(
     build = wheels / ".llama-build"
     build.mkdir(exist_ok=True)
     env = {**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1"}
-    _pip(["wheel", "--no-deps", "--no-binary", "llama-cpp-python", "-w", str(build), requirement], env=env)
+    # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back a build for another CPU/GPU.
+    args = ["wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python", "-w", str(build)]
+    _pip([*args, requirement], env=env)
     built = sorted(build.glob("llama_cpp_python-*.whl"))
     if not built:
         raise BundleError("pip wheel produced no llama-cpp-python wheel; see pip's output above")
