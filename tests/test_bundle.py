@@ -152,6 +152,16 @@ def test_resolve_bundle_fills_only_what_is_not_given(tmp_path: Path, monkeypatch
         resolve_bundle(argparse.Namespace(bundle=str(b), judge=None), judge="judge")
 
 
+def test_train_takes_the_bundle_judge(tmp_path: Path, capsys) -> None:
+    b = _fake_bundle(tmp_path / "b")
+    assert main(["train", "--bundle", str(b), "--print-config"]) == 0
+    judge = str((b / "models/judge/j.gguf").resolve())
+    assert any(line.strip().startswith(f"model: {judge}") for line in capsys.readouterr().out.splitlines())
+    given = "--reward.judge.model=/elsewhere/mine.gguf"
+    assert main(["train", "--bundle", str(b), given, "--print-config"]) == 0
+    assert judge not in capsys.readouterr().out
+
+
 def test_install_sh_refuses_another_python_and_platform(tmp_path: Path) -> None:
     b = _fake_bundle(tmp_path / "b", python="3.9")
     r = subprocess.run(
