@@ -68,6 +68,13 @@ def test_truncated_gguf_is_refused(gguf_path: Path, tmp_path: Path) -> None:
         gguf_metadata(cut)
 
 
+def test_out_with_other_files_is_refused(gguf_path: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["bundle", "create", "--out", str(tmp_path), "--judge", str(gguf_path)]) == 2
+    assert "already holds other files (notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_hf_folder_without_weights_and_missing_path(minilm_hf_dir: Path, tmp_path: Path, capsys) -> None:
     hollow = tmp_path / "hollow"
     hollow.mkdir()

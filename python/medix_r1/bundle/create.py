@@ -144,6 +144,14 @@ def create_bundle(
     given = [(role, src) for role, src in (("judge", judge), ("embed", embed), ("policy", policy)) if src]
     for role, src in given:
         describe_model(src, role)
+    ours = {"models", "wheels", "install.sh", "README.md", MANIFEST}
+    if root.is_dir():
+        foreign = sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if foreign:
+            raise BundleError(
+                f"--out {root} already holds other files ({', '.join(foreign[:3])}); give a new or empty "
+                "directory (or an unfinished bundle to resume)"
+            )
     root.mkdir(parents=True, exist_ok=True)
     # The manifest marks a finished bundle: a rerun that changes it must not leave the old one claiming so.
     (root / MANIFEST).unlink(missing_ok=True)
@@ -197,7 +205,7 @@ def create_bundle(
     _write_text_atomic(root / "README.md", _template("README.md.in", values))
 
     for p in sorted(root.rglob("*"), reverse=True):  # leftovers of a kill in an earlier run
-        if p.name.endswith(".part") or ".tmp-" in p.name:
+        if p.name.endswith(".part") or ".tmp-" in p.name or p.name == ".llama-build":
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
     entries = []
