@@ -203,10 +203,9 @@ def _ram() -> Check:
     return Check("ram", True, detail)
 
 
-def _gpu() -> tuple[Check, dict[str, Any]]:
+def _gpu() -> Check:
     import importlib.util
 
-    facts: dict[str, Any] = {}
     if importlib.util.find_spec("torch") is None:
         import shutil
         import subprocess
@@ -221,37 +220,43 @@ def _gpu() -> tuple[Check, dict[str, Any]]:
                 ).stdout.strip()
             except (OSError, subprocess.SubprocessError):
                 q = ""
-            return Check("gpu", True, f"torch not installed; nvidia-smi: {q or 'no answer'}"), facts
-        return Check("gpu", True, "no NVIDIA GPU seen (torch not installed, no nvidia-smi); CPU only"), facts
+            return Check("gpu", True, f"torch not installed; nvidia-smi: {q or 'no answer'}")
+        return Check("gpu", True, "no NVIDIA GPU seen (torch not installed, no nvidia-smi); CPU only")
     import torch
 
     if not torch.cuda.is_available():
-        return Check("gpu", True, f"torch {torch.__version__}: no CUDA GPU visible; CPU only"), facts
+        import shutil
+
+        if shutil.which("nvidia-smi"):
+            return Check(
+                "gpu",
+                False,
+                f"nvidia-smi is there but torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU",
+                "install a torch build for the CUDA version the driver supports (nvidia-smi shows it)",
+            )
+        return Check("gpu", True, f"torch {torch.__version__}: no CUDA GPU visible; CPU only")
     parts = []
     for i in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(i)
         name = torch.cuda.get_device_name(i)
-        facts.setdefault("free", []).append(free)
         parts.append(f"{i}: {name}, {free / 2**30:.1f}/{total / 2**30:.1f} GiB free")
     bf16 = torch.cuda.is_bf16_supported()
-    facts["bf16"] = bf16
-    driver = ""
-    try:
-        import subprocess
+    import subprocess
 
+    try:
         driver = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=10,
         ).stdout.split("\n")[0]
-    except (OSError, Exception):
+    except (OSError, subprocess.SubprocessError):
         driver = "?"
     detail = (
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, driver {driver or '?'}; "
         f"bf16 {'yes' if bf16 else 'no'}; " + "; ".join(parts)
     )
-    return Check("gpu", True, detail), facts
+    return Check("gpu", True, detail)
 
 
 def _versions(needed_extras: set[str]) -> list[Check]:
@@ -416,7 +421,7 @@ def run_checks(bundle: str | None = None, config: str | None = None, *, gpu: boo
     checks.append(_llama_build("judge" in extras))
     checks.append(_ram())
     if gpu:
-        checks.append(_gpu()[0])
+        checks.append(_gpu())
     checks += _versions(extras)
     checks += bundle_checks
     for role, p in models.items():
