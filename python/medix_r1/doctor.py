@@ -173,7 +173,12 @@ def _llama_build(needed: bool) -> Check:
             "llama.cpp",
             False,
             detail + f"; this CPU lacks {', '.join(missing)}",
-            "rebuild llama-cpp-python with CMAKE_ARGS=-DGGML_NATIVE=OFF (medix bundle create does)",
+            (
+                'rebuild llama-cpp-python with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF '
+                '-DGGML_F16C=OFF" (medix bundle create --llama-cmake-args ...)'
+                if "AVX2" in missing
+                else "rebuild llama-cpp-python with CMAKE_ARGS=-DGGML_NATIVE=OFF (medix bundle create does)"
+            ),
             required=True,
         )
     return Check("llama.cpp", True, detail)
