@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.train.config import add_override_options
 
     add_override_options(p)
+    from medix_r1.bundle import add_bundle_option
+
+    add_bundle_option(p)
     p.set_defaults(handler=_demo, group_parser=p)
 
 
@@ -32,6 +35,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
+    from medix_r1.bundle import resolve_bundle
+
+    resolve_bundle(args, policy="policy", judge="judge", embed="embedder")
     from medix_r1.train.demo import find_test_models, run_demo
 
     try:

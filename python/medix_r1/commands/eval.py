@@ -179,6 +179,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, metavar="DIR", help="output directory")
     r.add_argument("--compare", metavar="DIR2", help="a second run's directory for the score stage")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from medix_r1.bundle import add_bundle_option
+
+    for q in (g, j, r):
+        add_bundle_option(q)
     r.set_defaults(handler=_run)
 
 
@@ -203,6 +207,7 @@ def _generate(args: argparse.Namespace) -> int:
     from medix_r1.eval.tasks import MissingDatasetError, TaskError, load_samples, resolve_tasks
 
     _positive(args, "limit", "max_new_tokens", "n_ctx", "threads", "concurrency")
+    _bundle(args)
     try:
         specs = resolve_tasks(args.tasks, args.task_file)
         samples = {t.name: load_samples(t, args.data_root, limit=args.limit) for t in specs}
@@ -266,6 +271,7 @@ def _judge(args: argparse.Namespace) -> int:
     from medix_r1.llm import BackendConfig, open_backend
 
     _positive(args, "judge_threads", "judge_ctx", "judge_concurrency", "judge_max_tokens", "parse_retries")
+    _bundle(args)
     out = Path(args.out)
     tasks = (
         args.tasks
@@ -358,6 +364,8 @@ def _score(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from medix_r1.cli import UserError
 
+    _bundle(args)
+
     if not (args.judge or args.judge_url):
         raise UserError("give --judge FILE.gguf or --judge-url URL --judge-name NAME")
     rc = _generate(args)
@@ -368,6 +376,12 @@ def _run(args: argparse.Namespace) -> int:
     if rc:
         return rc
     return _score(args)
+
+
+def _bundle(args: argparse.Namespace) -> None:
+    from medix_r1.bundle import resolve_bundle
+
+    resolve_bundle(args, judge="judge", judge_skip="judge_url", policy="model", policy_skip="url")
 
 
 def _specs(args: argparse.Namespace) -> list:

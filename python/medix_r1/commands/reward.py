@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--soft-embed", action="store_true", default=None, help="reward the cosine itself")
     s.add_argument("--batch-size", type=int, default=64, metavar="N", help="rows per batch (default 64)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from medix_r1.bundle import add_bundle_option
+
+    add_bundle_option(s)
     s.set_defaults(handler=_score)
 
 
@@ -160,6 +163,9 @@ def _score(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from medix_r1.bundle import resolve_bundle
+
+    resolve_bundle(args, judge="judge_model", judge_skip="judge_url", embed="embed_model")
     try:
         cfg = build_config(args)
     except (TypeError, ValueError) as e:

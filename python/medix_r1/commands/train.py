@@ -27,14 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.train.config import add_override_options
 
     add_override_options(p)
+    from medix_r1.bundle import add_bundle_option
+
+    add_bundle_option(p)
     p.set_defaults(handler=_train, group_parser=p)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from medix_r1.bundle import resolve_bundle
     from medix_r1.cli import UserError
     from medix_r1.errors import MissingModelError
     from medix_r1.train.config import ConfigError, collect_overrides, load_config, render_config
 
+    resolve_bundle(
+        args,
+        policy="ov__model.path",
+        judge="ov__reward.judge.model",
+        judge_skip="ov__reward.judge.url",
+        embed="ov__reward.embed.model",
+    )
     try:
         cfg = load_config(args.config, collect_overrides(args))
     except ConfigError as e:

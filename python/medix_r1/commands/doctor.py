@@ -1,0 +1,35 @@
+"""`medix doctor`: one screen saying what this machine can do for medix-r1 and what is missing, with fixes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check this machine: Python, CPU, llama.cpp build, RAM, GPU, package versions, models, offline",
+        description="Checks what medix-r1 needs here and prints each problem with its fix; exit status 1 "
+        "when something needed is missing. With --bundle, also the bundle's files (sizes) and its models.",
+    )
+    from medix_r1.bundle import add_bundle_option
+
+    add_bundle_option(p)
+    p.add_argument("--config", metavar="YAML", help="a training run file: estimate its peak GPU memory")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU check (it imports torch: seconds)")
+    p.add_argument(
+        "--json", action="store_true", help='print {"ok": ..., "checks": [{name, ok, detail, fix}]}'
+    )
+    p.set_defaults(handler=_doctor, group_parser=p)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from medix_r1.bundle import ENV
+    from medix_r1.doctor import render, run_checks, to_json
+
+    checks = run_checks(
+        bundle=args.bundle or os.environ.get(ENV) or None, config=args.config, gpu=not args.no_gpu
+    )
+    print(to_json(checks) if args.json else render(checks))
+    return 1 if any(not c.ok and c.required for c in checks) else 0
