@@ -19,7 +19,12 @@ MODALITY_TAGS: tuple[str, ...]
 """The 16 MediX-R1 modality tags, upper-case, in the paper's order."""
 
 class MedixInputError(ValueError):
-    """Bad input to a batch function; the message names the argument and the index."""
+    """Bad input to a batch function; the message names the argument and the index. Picklable."""
+
+    arg: str | None
+    """The argument at fault (e.g. ``"responses"``), or None when the error concerns several."""
+    index: int | None
+    """The index of the bad item in that argument, or None when the error is not about one item."""
 
 def format_rewards(responses: Sequence[str], mode: str = "strict") -> bytearray:
     """1.0/0.0 per response, as native-endian float64."""

@@ -26,20 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from medix_r1.cli import UserError
-    from medix_r1.errors import MissingModelError
-    from medix_r1.train.config import ConfigError, collect_overrides
+    from medix_r1.errors import UserError
+    from medix_r1.train.config import collect_overrides, load_config
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
+    load_config(None, collect_overrides(args))  # a bad override fails here, before any model is touched
     from medix_r1.train.demo import find_test_models, run_demo
 
-    try:
-        models = find_test_models(args.policy, args.judge, args.embedder)
-        t0 = time.perf_counter()
-        result = run_demo(args.out, args.steps, models, collect_overrides(args))
-    except (MissingModelError, ConfigError, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
+    # MissingModelError / ConfigError / DataError are MedixErrors: the CLI prints them and exits 2.
+    models = find_test_models(args.policy, args.judge, args.embedder)
+    t0 = time.perf_counter()
+    result = run_demo(args.out, args.steps, models, collect_overrides(args))
     dt = time.perf_counter() - t0
     print(
         f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "
