@@ -220,7 +220,7 @@ def _convert(value: Any, tp: Any) -> Any:
         if isinstance(value, (str, Path)) or (
             isinstance(value, (int, float)) and not isinstance(value, bool)
         ):
-            return tp(value) if tp is Path else str(value)
+            return Path(str(value)) if tp is Path else str(value)
         raise _Mismatch
     if isinstance(tp, type) and is_dataclass(tp):
         if isinstance(value, tp):

@@ -153,6 +153,7 @@ class TransformersPolicy:
         self.name = p.name + (f"+{Path(adapter).name}" if adapter else "")
         self.vision = is_vision_checkpoint(p)
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model: Any  # a transformers model or a PeftModel around one
         if self.vision:
             self.processor = transformers.AutoProcessor.from_pretrained(str(p))
             self.tokenizer = getattr(self.processor, "tokenizer", self.processor)

@@ -350,8 +350,10 @@ def resolve_tasks(names: list[str], task_files: list[str] | None = None) -> list
                 f"unknown task {n!r}; known: {', '.join(table)} (or define your own in a task file)"
             )
         out.append(table[n])
-    seen: set[str] = set()
-    return [t for t in out if not (t.name in seen or seen.add(t.name))]
+    first: dict[str, TaskSpec] = {}
+    for t in out:
+        first.setdefault(t.name, t)
+    return list(first.values())
 
 
 # -- reading local copies --------------------------------------------------------------------------------

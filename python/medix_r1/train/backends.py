@@ -225,6 +225,7 @@ def load_policy(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, Any, bool]:
     """(model, processing_class, peft_config or None, is_vision); with Unsloth the adapter is already on."""
     path = resolve_policy_path(cfg)
     vision = is_vision_checkpoint(path, cfg.model.kind)
+    model: Any  # transformers' stubs type .to() on the auto classes too narrowly for mypy
     if backend.name == "unsloth":
         import unsloth  # noqa: F401  (must precede transformers/trl to patch them)
 

@@ -266,7 +266,14 @@ class RunConfig:
 
 
 # The sections as the loader and the command-line parser see them.
-SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in fields(RunConfig)}  # type: ignore[misc]
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "algo": AlgoConfig,
+    "lora": LoraConfig,
+    "reward": RewardConfig,
+    "train": TrainConfig,
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
