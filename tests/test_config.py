@@ -154,3 +154,15 @@ def test_task_yaml_values_are_checked(tmp_path: Path):
     (tmp_path / "t.yaml").write_text("name: t\npath: d.jsonl\nchoices: [a, b]\nfilter: {lang: en}\n")
     (spec,) = load_task_file(tmp_path / "t.yaml")
     assert spec.choices == ["a", "b"] and spec.filter == {"lang": "en"}
+
+
+def test_demo_config_is_valid_and_keeps_the_users_choices(tmp_path: Path):
+    from medix_r1.train.demo import DEMO_STEPS, demo_config
+
+    models = {"policy": tmp_path / "p.gguf", "judge": tmp_path / "j.gguf", "embedder": tmp_path / "onnx"}
+    cfg = demo_config(tmp_path / "out", DEMO_STEPS, models)
+    assert cfg.train.max_steps == DEMO_STEPS and cfg.data.few_shot == 1 and "<think>" in cfg.data.system_prompt
+    cfg = demo_config(tmp_path / "out", 3, models, ["--data.reasoning_tag=thinking", "--algo.num_generations=6"])
+    assert "<thinking>" in cfg.data.system_prompt and cfg.algo.num_generations == 6
+    with pytest.raises(ConfigError, match="algo.num_generations"):
+        demo_config(tmp_path / "out", 3, models, ["--algo.num_generations=1"])

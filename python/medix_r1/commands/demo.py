@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medix_r1.train.demo import DEMO_STEPS
+
     p = sub.add_parser(
         "demo",
         help="train a tiny policy for a few minutes on CPU, offline (adapter, metrics.jsonl, chart)",
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "judge, ONNX embedder) on the bundled medical QA set, printing the reward components per step.",
     )
     p.add_argument("--out", default="medix-demo", help="output directory (default: ./medix-demo)")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps (default 20)")
+    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimizer steps (default {DEMO_STEPS})")
     p.add_argument("--policy", help="policy GGUF or checkpoint dir (default: the test model)")
     p.add_argument("--judge", help="judge GGUF (default: the test model)")
     p.add_argument("--embedder", help="ONNX embedder directory (default: the test MiniLM, exported once)")
