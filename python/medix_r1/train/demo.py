@@ -64,7 +64,7 @@ def demo_config(
     """Settings chosen so the format reward climbs within about ten CPU steps while a step stays short: a
     compact format instruction and one worked example (about 230 prompt tokens instead of 420: the policy's
     forward and backward passes over prompt + completion dominate a CPU step), groups of 4 completions of at
-    most 64 tokens, temperature 0.8, LoRA at LR 1e-3, no KL. Measured: see docs (benchmarks/bench_train.py)."""
+    most 64 tokens, temperature 0.8, LoRA at LR 1e-3, no KL. Timed by benchmarks/bench_train.py."""
     n_threads = threads or min(os.cpu_count() or 2, 4)
     base = [
         f"--model.path={models['policy']}",
