@@ -36,8 +36,8 @@ def compact_instruction(reasoning_tag: str = "think") -> str:
     shape."""
     r = reasoning_tag
     return (
-        f"Reply only as <TAG><{r}>reasoning</{r}><answer>short answer</answer>, where TAG is the imaging "
-        f"modality, one of: {' '.join(MODALITY_TAGS)}."
+        f"Reply only as <TAG><{r}>one short sentence of reasoning</{r}><answer>short answer</answer>, where "
+        f"TAG is the imaging modality, one of: {' '.join(MODALITY_TAGS)}."
     )
 
 
