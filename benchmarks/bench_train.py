@@ -1,7 +1,7 @@
 """CPU demo timing and the format-reward curve: runs `medix demo` settings for N steps and prints the wall
 time per step (median, total) and the per-step format / overall rewards. Prints only; never asserts.
 
-    python benchmarks/bench_train.py [--steps 20] [--out /tmp/medix-bench]
+    python benchmarks/bench_train.py [--steps N (default: the demo's)] [--out /tmp/medix-bench]
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 
 
 def main() -> None:
+    from medix_r1.train.demo import DEMO_STEPS
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=DEMO_STEPS)
     ap.add_argument("--out", default="/tmp/medix-bench-train")
     args = ap.parse_args()
 

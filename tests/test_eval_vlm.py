@@ -23,7 +23,7 @@ def _rows(p: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_vlm(gguf_path: Path) -> Path:
     """Built once beside the test models (shared with test_train_vlm; rebuilt when its recipe changes)."""
-    from medix_r1.train.tinyvlm import build_tiny_vlm, default_family
+    from support.tinyvlm import build_tiny_vlm, default_family
 
     return build_tiny_vlm(gguf_path, gguf_path.parent / f"tiny-vlm-{default_family()}")
 

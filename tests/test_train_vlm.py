@@ -1,5 +1,5 @@
 """The vision-language training path on CPU: a tiny VLM assembled offline (SmolLM2-135M text weights and a
-small random SigLIP tower, see medix_r1.train.tinyvlm) trained for two GRPO steps on real images (pydicom's CT
+small random SigLIP tower, see support/tinyvlm.py) trained for two GRPO steps on real images (pydicom's CT
 and MR samples, as DICOM and as the bundled PNGs), and `medix data check` on that image dataset."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def image_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_vlm(gguf_path: Path) -> Path:
     """Built once beside the test models (rebuilt when the recipe or the text weights change)."""
-    from medix_r1.train.tinyvlm import build_tiny_vlm, default_family
+    from support.tinyvlm import build_tiny_vlm, default_family
 
     return build_tiny_vlm(gguf_path, gguf_path.parent / f"tiny-vlm-{default_family()}")
 
@@ -104,9 +104,8 @@ def test_tiny_vlm_loads_with_auto_classes_and_is_deterministic(
     tiny_vlm: Path, gguf_path: Path, tmp_path: Path
 ):
     import torch
-    from medix_r1.train.backends import is_vision_checkpoint
-    from medix_r1.train.data import load_image
-    from medix_r1.train.tinyvlm import build_tiny_vlm
+    from medix_r1.media import is_vision_checkpoint, load_image
+    from support.tinyvlm import build_tiny_vlm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     torch.set_num_threads(2)

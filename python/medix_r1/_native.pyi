@@ -2,6 +2,7 @@
 ``medix_r1.rewards`` and ``medix_r1.advantages``; they turn the returned buffers into NumPy arrays."""
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 __all__ = [
     "MODALITY_TAGS",
@@ -19,7 +20,12 @@ MODALITY_TAGS: tuple[str, ...]
 """The 16 MediX-R1 modality tags, upper-case, in the paper's order."""
 
 class MedixInputError(ValueError):
-    """Bad input to a batch function; the message names the argument and the index."""
+    """Bad input to a batch function; the message names the argument and the index. Picklable."""
+
+    arg: str | None
+    """The argument at fault (e.g. ``"responses"``), or None when the error concerns several."""
+    index: int | None
+    """The index of the bad item in that argument, or None when the error is not about one item."""
 
 def format_rewards(responses: Sequence[str], mode: str = "strict") -> bytearray:
     """1.0/0.0 per response, as native-endian float64."""
@@ -43,13 +49,36 @@ def analyze_batch(
 ) -> tuple[bytearray, bytearray, list[str], bytearray]:
     """(format float64, modality float64, answers, invalid u8) in one crossing."""
 
+@overload
 def group_advantages_raw(
     rewards: bytes,
     group_size: int | None = None,
     group_ids: bytes | None = None,
     scale: str = "group",
     eps: float = 1e-6,
-    with_stats: bool = False,
-) -> bytearray | tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]:
-    """Advantages from float64 rewards (and int64 group ids); with ``with_stats``, also per-sample group index
-    and per-group mean, std, valid count (all float64) and degenerate flags (u8)."""
+    with_stats: Literal[False] = False,
+) -> bytearray:
+    """Advantages from float64 rewards (and int64 group ids), as float64."""
+
+@overload
+def group_advantages_raw(
+    rewards: bytes,
+    group_size: int | None,
+    group_ids: bytes | None,
+    scale: str,
+    eps: float,
+    with_stats: Literal[True],
+) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]:
+    """Advantages plus per-sample group index and per-group mean, std, valid count (all float64) and
+    degenerate flags (u8)."""
+
+@overload
+def group_advantages_raw(
+    rewards: bytes,
+    group_size: int | None = None,
+    group_ids: bytes | None = None,
+    scale: str = "group",
+    eps: float = 1e-6,
+    *,
+    with_stats: Literal[True],
+) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]: ...

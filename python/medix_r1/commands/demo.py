@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from medix_r1.train.demo import DEMO_STEPS
+
     p = sub.add_parser(
         "demo",
         help="train a tiny policy for a few minutes on CPU, offline (adapter, metrics.jsonl, chart)",
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "judge, ONNX embedder) on the bundled medical QA set, printing the reward components per step.",
     )
     p.add_argument("--out", default="medix-demo", help="output directory (default: ./medix-demo)")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps (default 20)")
+    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimizer steps (default {DEMO_STEPS})")
     p.add_argument("--policy", help="policy GGUF or checkpoint dir (default: the test model)")
     p.add_argument("--judge", help="judge GGUF (default: the test model)")
     p.add_argument("--embedder", help="ONNX embedder directory (default: the test MiniLM, exported once)")
@@ -29,23 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from medix_r1.cli import UserError
-    from medix_r1.errors import MissingModelError
-    from medix_r1.train.config import ConfigError, collect_overrides
+    from medix_r1.errors import UserError
+    from medix_r1.train.config import collect_overrides, load_config
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     from medix_r1.bundle import resolve_bundle
 
     resolve_bundle(args, policy="policy", judge="judge", embed="embedder")
+    load_config(None, collect_overrides(args))  # a bad override fails here, before any model is touched
     from medix_r1.train.demo import find_test_models, run_demo
 
-    try:
-        models = find_test_models(args.policy, args.judge, args.embedder)
-        t0 = time.perf_counter()
-        result = run_demo(args.out, args.steps, models, collect_overrides(args))
-    except (MissingModelError, ConfigError, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
+    # MissingModelError / ConfigError / DataError are MedixErrors: the CLI prints them and exits 2.
+    models = find_test_models(args.policy, args.judge, args.embedder)
+    t0 = time.perf_counter()
+    result = run_demo(args.out, args.steps, models, collect_overrides(args))
     dt = time.perf_counter() - t0
     print(
         f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "

@@ -191,7 +191,7 @@ def _err(e: BaseException) -> str:
 
 
 def _positive(args: argparse.Namespace, *names: str) -> None:
-    from medix_r1.cli import UserError
+    from medix_r1.errors import UserError
 
     for n in names:
         v = getattr(args, n, None)
@@ -200,8 +200,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from medix_r1.cli import UserError
-    from medix_r1.errors import BackendError, MissingModelError
+    from medix_r1.errors import BackendError, MissingModelError, UserError
     from medix_r1.eval.generate import ImageNotSupportedError, generate_task, open_policy
     from medix_r1.eval.io import ResumeMismatchError
     from medix_r1.eval.tasks import MissingDatasetError, TaskError, load_samples, resolve_tasks
@@ -211,8 +210,12 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         specs = resolve_tasks(args.tasks, args.task_file)
         samples = {t.name: load_samples(t, args.data_root, limit=args.limit) for t in specs}
-    except (TaskError, MissingDatasetError) as e:
-        raise UserError(_err(e)) from None
+    except MissingDatasetError as e:
+        raise UserError(
+            f"{_err(e)}\n(--data-root DIR names the folder holding <task>/ directories)"
+        ) from None
+    except TaskError as e:
+        raise UserError(f"{_err(e)} (--task-file YAML defines tasks of your own)") from None
     except ImportError as e:
         raise UserError(f"{e} (install the eval extra: pip install 'medix-r1[eval]')") from None
     try:
@@ -248,7 +251,9 @@ def _generate(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
                 progress=not args.no_progress,
             )
-        except (ImageNotSupportedError, ResumeMismatchError) as e:
+        except ResumeMismatchError as e:
+            raise UserError(f"{_err(e)} (--out DIR)") from None
+        except ImageNotSupportedError as e:
             raise UserError(_err(e)) from None
         note = f" ({res.done_before} already there)" if res.done_before else ""
         print(f"medix eval: {t.name}: {res.generated} answers written{note}", file=sys.stderr)
@@ -342,7 +347,7 @@ def _judge(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from medix_r1.cli import UserError
+    from medix_r1.errors import UserError
     from medix_r1.eval.score import render_table, score_dir, write_reports
 
     try:
@@ -362,7 +367,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medix_r1.cli import UserError
+    from medix_r1.errors import UserError
 
     _bundle(args)
 

@@ -35,9 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from medix_r1.bundle import resolve_bundle
-    from medix_r1.cli import UserError
-    from medix_r1.errors import MissingModelError
-    from medix_r1.train.config import ConfigError, collect_overrides, load_config, render_config
+    from medix_r1.errors import UserError
+    from medix_r1.train.config import collect_overrides, load_config, render_config
 
     resolve_bundle(
         args,
@@ -46,10 +45,10 @@ def _train(args: argparse.Namespace) -> int:
         judge_skip="ov__reward.judge.url",
         embed="ov__reward.embed.model",
     )
-    try:
-        cfg = load_config(args.config, collect_overrides(args))
-    except ConfigError as e:
-        raise UserError(str(e)) from None
+    # Every value is converted and checked here, before any model loads; a bad one is a ConfigError (a
+    # MedixError: the CLI prints it as one line and exits 2), as are bad data, a missing model, a missing
+    # GPU and a judge outage.
+    cfg = load_config(args.config, collect_overrides(args))
     if args.print_config:
         print(render_config(cfg), end="")
         return 0
@@ -61,21 +60,12 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise UserError("--config FILE is required (see --print-config for the options)")
-    from medix_r1.train.data import DataError
     from medix_r1.train.trainer import run_training
 
     try:
         result = run_training(cfg, resume=args.resume)
-    except (ConfigError, DataError, MissingModelError, FileExistsError, FileNotFoundError) as e:
+    except FileExistsError as e:  # the output directory holds another run's checkpoints
         raise UserError(str(e)) from None
-    except RuntimeError as e:
-        if (
-            type(e).__name__ in ("JudgeOutageError",)
-            or "needs an NVIDIA GPU" in str(e)
-            or "unsloth" in str(e)
-        ):
-            raise UserError(str(e)) from None
-        raise
     print(
         f"medix: {result['steps']} steps done; adapter in {result['adapter']}, metrics in {result['metrics']}"
         + (f", chart {result['chart']}" if result["chart"] else "")

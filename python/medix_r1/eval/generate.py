@@ -48,7 +48,7 @@ class GenerateResult:
 
 def image_data_uri(image: Any) -> str:
     """A ``data:image/png;base64,...`` URI of a sample's image (paths, bytes, DICOM and PIL images)."""
-    from medix_r1.train.data import load_image
+    from medix_r1.media import load_image
 
     img = load_image(image, Path.cwd())
     buf = io.BytesIO()
@@ -129,7 +129,7 @@ class TransformersPolicy:
     def __init__(
         self, path: str | Path, *, adapter: str | Path | None = None, n_threads: int | None = None
     ) -> None:
-        from medix_r1.train.backends import is_vision_checkpoint
+        from medix_r1.media import is_vision_checkpoint
 
         p = check_model_path(path, "evaluated model (transformers checkpoint)", _HOW_CKPT, directory=True)
         import torch
@@ -140,6 +140,7 @@ class TransformersPolicy:
         self.name = p.name + (f"+{Path(adapter).name}" if adapter else "")
         self.vision = is_vision_checkpoint(p)
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model: Any  # a transformers model or a PeftModel around one
         if self.vision:
             self.processor = transformers.AutoProcessor.from_pretrained(str(p))
             self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -164,7 +165,7 @@ class TransformersPolicy:
 
     def _inputs(self, s: Sample) -> Any:
         if s.image is not None:
-            from medix_r1.train.data import load_image
+            from medix_r1.media import load_image
 
             msgs = [
                 {

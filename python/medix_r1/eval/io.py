@@ -1,70 +1,44 @@
-"""Append-only JSONL files that survive a kill: a torn last line is dropped before appending, and the rows
-already there tell a rerun what is done. Plus the small metadata file that stops two models mixing in one
-output directory."""
+"""The evaluation's output files: append-only JSONL (from :mod:`medix_r1.jsonl`: a killed run leaves at most a
+torn last line; the rows already there tell a rerun what is done), plus the small metadata file that stops
+two models mixing in one output directory."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import ResumeMismatchError
+from medix_r1.jsonl import append_row, open_append, read_rows
 
 __all__ = ["ResumeMismatchError", "append_row", "check_meta", "open_append", "read_rows"]
 
 
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The complete rows of ``path`` (none when it does not exist); a torn last line is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # written by a run that was killed mid-line; open_append() removes it
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
-def open_append(path: Path):
-    """Open ``path`` for appending after cutting any torn last line (left by a killed run)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as f:
-            data = f.read()
-            if not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-    return path.open("a", encoding="utf-8")
-
-
-def append_row(f, row: dict) -> None:
-    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def check_meta(path: Path, meta: dict[str, Any], what: str) -> None:
-    """Write ``meta`` beside the output, or check that the one already there agrees on every key."""
+    """Write ``meta`` beside the output, or check that the one already there agrees on every key. A meta
+    file that cannot be read is a mismatch too: nothing proves the outputs beside it belong to this run."""
+    start_over = f"Use another output directory, or delete {path.parent} to start over."
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        diff = {k: (old.get(k), v) for k, v in meta.items() if k in old and old[k] != v}
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            raise ResumeMismatchError(
+                f"{path} cannot be read ({e}), so the {what} in {path.parent} cannot be checked against "
+                f"these settings. {start_over}"
+            ) from None
+        if not isinstance(old, dict):
+            raise ResumeMismatchError(
+                f"{path} is not a JSON object, so the {what} in {path.parent} cannot be checked against "
+                f"these settings. {start_over}"
+            )
+        diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k, v) != v or k not in old}
         if diff:
             detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
             raise ResumeMismatchError(
-                f"{path.parent} holds {what} made with other settings ({detail}). Use another --out, or "
-                f"delete {path.parent} to start over."
+                f"{path.parent} holds {what} made with other settings ({detail}). {start_over}"
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)  # atomic: a kill never leaves a half-written meta file that would refuse the rerun

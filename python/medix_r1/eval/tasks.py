@@ -15,7 +15,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from medix_r1 import jsonl
+from medix_r1.config import build
+from medix_r1.errors import ConfigError, DataError
 
 __all__ = [
     "BUNDLED",
@@ -40,11 +44,11 @@ MIMIC_REPORT_QUESTION = (
 MIMIC_SUMM_PREFIX = "Summarize the findings of the following radiology report into a concise impression.\n\n"
 
 
-class TaskError(ValueError):
+class TaskError(DataError):
     """A task definition or a task's data is wrong (unknown name, bad YAML, missing column)."""
 
 
-class MissingDatasetError(FileNotFoundError):
+class MissingDatasetError(DataError, FileNotFoundError):
     """The local copy of a benchmark is not there; the message says what to put where and how."""
 
 
@@ -71,12 +75,14 @@ class TaskSpec:
     present wins)."""
 
     name: str
-    type: str = "qa"  # qa | mcq | report | summary; a qa task whose row has choices is rendered as mcq
+    type: Literal["qa", "mcq", "report", "summary"] = (
+        "qa"  # a qa task whose row has choices is rendered as mcq
+    )
     question: str | None = "question"
     answer: str = "answer"
     choices: str | list[str] | None = None  # a list/dict column, or several columns, one option each
     fixed_choices: list[str] | None = None  # the same options for every row (PubMedQA yes/no/maybe)
-    answer_format: str = "auto"  # index | label | text | auto
+    answer_format: Literal["index", "label", "text", "auto"] = "auto"
     context: str | None = None  # a column put before the question (a list is joined by newlines)
     prefix: str = ""  # text put before the question
     fixed_question: str | None = None  # the question when the dataset has none (report generation)
@@ -87,7 +93,7 @@ class TaskSpec:
     filter: dict[str, Any] = field(default_factory=dict)  # keep rows whose column equals the value
     # where the data comes from
     path: str | None = None  # explicit local copy (YAML tasks); else <data root>/<name>
-    format: str = "auto"  # auto | arrow | parquet | jsonl
+    format: Literal["auto", "arrow", "parquet", "jsonl"] = "auto"
     split: str | None = None  # the split inside a DatasetDict saved with save_to_disk
     hub_id: str | None = None
     hub_config: str | None = None
@@ -104,14 +110,6 @@ class TaskSpec:
             raise TaskError(f"task {self.name!r}: format must be auto|arrow|parquet|jsonl")
         if self.question is None and self.fixed_question is None:
             raise TaskError(f"task {self.name!r}: give a question column or a fixed_question")
-
-    @property
-    def template(self) -> str:
-        return "mimic" if self.type in ("report", "summary") else "base"
-
-    @property
-    def has_images(self) -> bool:
-        return self.image is not None
 
 
 def _mmlu(subject: str) -> TaskSpec:
@@ -303,11 +301,11 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise TaskError(f"--task-file: no such file: {p}")
+        raise TaskError(f"task file not found: {p}", path=p)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise TaskError(f"{p}: not valid YAML: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise TaskError(f"{p}: not valid YAML: {e}", path=p) from None
     if isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     items = data if isinstance(data, list) else [data]
@@ -329,10 +327,10 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
             raise TaskError(f"{where}: name {item['name']!r} may use letters, digits, _ . - only")
         dpath = Path(str(item["path"])).expanduser()
         item["path"] = str(dpath if dpath.is_absolute() else (p.parent / dpath))
-        try:
-            out.append(TaskSpec(**item))
-        except TypeError as e:
-            raise TaskError(f"{where}: {e}") from None
+        try:  # every value converted and checked by its TaskSpec annotation
+            out.append(build(TaskSpec, item))
+        except ConfigError as e:
+            raise TaskError(f"{where}: {e}", path=p) from None
     return out
 
 
@@ -348,10 +346,14 @@ def resolve_tasks(names: list[str], task_files: list[str] | None = None) -> list
             out.extend(REGISTRY.values())
             continue
         if n not in table:
-            raise TaskError(f"unknown task {n!r}; known: {', '.join(table)} (or define one with --task-file)")
+            raise TaskError(
+                f"unknown task {n!r}; known: {', '.join(table)} (or define your own in a task file)"
+            )
         out.append(table[n])
-    seen: set[str] = set()
-    return [t for t in out if not (t.name in seen or seen.add(t.name))]
+    first: dict[str, TaskSpec] = {}
+    for t in out:
+        first.setdefault(t.name, t)
+    return list(first.values())
 
 
 # -- reading local copies --------------------------------------------------------------------------------
@@ -390,7 +392,7 @@ def _missing(spec: TaskSpec, p: Path, why: str) -> MissingDatasetError:
         lines.append("Prepare it on a machine with network access, then copy the directory here:")
         lines.append(prepare_snippet(spec, p))
         lines.append(
-            "(or pass --data-root DIR / set MEDIX_DATA to a folder holding <task>/ directories; medix-r1 "
+            "(or point the data root or MEDIX_DATA at a folder holding <task>/ directories; medix-r1 "
             "never downloads data)"
         )
     else:
@@ -422,17 +424,10 @@ def describe_columns(spec: TaskSpec) -> str:
 
 
 def _read_jsonl(p: Path) -> Iterator[dict]:
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{p}:{n}: not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise TaskError(f"{p}:{n}: expected a JSON object per line")
-            yield row
+    try:
+        yield from jsonl.read(p)
+    except DataError as e:
+        raise TaskError(str(e), path=e.path, line=e.line) from None
 
 
 def _read_parquet(files: list[Path]) -> Iterator[dict]:

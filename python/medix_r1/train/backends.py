@@ -6,12 +6,12 @@ without a GPU; unsloth, bitsandbytes and torch are imported only inside the load
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medix_r1.errors import check_model_path
+from medix_r1.errors import GpuRequiredError, MissingModelError, check_model_path
+from medix_r1.media import is_vision_checkpoint
 from medix_r1.train.config import RunConfig
 
 __all__ = [
@@ -47,15 +47,17 @@ def select_backend(cfg: RunConfig, *, cuda: bool | None = None, unsloth: bool | 
     t = cfg.train
     device = "cuda" if (t.device == "cuda" or (t.device == "auto" and cuda)) else "cpu"
     if device == "cuda" and not cuda:
-        raise RuntimeError("train.device=cuda but torch sees no CUDA GPU")
+        raise GpuRequiredError("train.device=cuda but torch sees no CUDA GPU")
     want_4bit = cfg.lora.load_in_4bit if cfg.lora.load_in_4bit is not None else device == "cuda"
     if device == "cpu":
         if t.backend == "unsloth":
-            raise RuntimeError(
+            raise GpuRequiredError(
                 "train.backend=unsloth needs an NVIDIA GPU; use train.backend=auto to fall back to CPU"
             )
         if want_4bit:
-            raise RuntimeError("lora.load_in_4bit (QLoRA) needs a GPU (bitsandbytes); set it to false on CPU")
+            raise GpuRequiredError(
+                "lora.load_in_4bit (QLoRA) needs a GPU (bitsandbytes); set it to false on CPU"
+            )
         notice = (
             "medix: no NVIDIA GPU in use: training on CPU with transformers + PEFT LoRA (same data, reward, "
             "algorithm and outputs; much slower)."
@@ -63,7 +65,7 @@ def select_backend(cfg: RunConfig, *, cuda: bool | None = None, unsloth: bool | 
         return Backend("transformers", "cpu", False, notice)
     if t.backend == "unsloth" or (t.backend == "auto" and unsloth):
         if not unsloth:
-            raise RuntimeError(
+            raise GpuRequiredError(
                 "train.backend=unsloth but unsloth is not installed: pip install 'medix-r1[gpu]'"
             )
         return Backend("unsloth", "cuda", want_4bit)
@@ -81,7 +83,7 @@ def select_backend(cfg: RunConfig, *, cuda: bool | None = None, unsloth: bool | 
 def resolve_policy_path(cfg: RunConfig) -> Path:
     """A trainable checkpoint directory: the configured one, or the GGUF converted once into the cache."""
     if not cfg.model.path:
-        raise FileNotFoundError("model.path is not set: " + _HOW_POLICY)
+        raise MissingModelError("model.path is not set: " + _HOW_POLICY)
     p = Path(cfg.model.path).expanduser()
     if p.suffix.lower() == ".gguf":
         from medix_r1.train.convert import gguf_to_checkpoint
@@ -89,18 +91,6 @@ def resolve_policy_path(cfg: RunConfig) -> Path:
         check_model_path(p, "policy model (GGUF)", _HOW_POLICY)
         return gguf_to_checkpoint(p, cfg.model.converted_dir or None)
     return check_model_path(p, "policy model", _HOW_POLICY, directory=True)
-
-
-def is_vision_checkpoint(path: Path, kind: str = "auto") -> bool:
-    if kind != "auto":
-        return kind == "vision"
-    try:
-        conf = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return "vision_config" in conf or any(
-        "Vision" in a or "ImageText" in a for a in conf.get("architectures", [])
-    )
 
 
 def _dtype_name(cfg: RunConfig, backend: Backend) -> str:
@@ -235,6 +225,7 @@ def load_policy(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, Any, bool]:
     """(model, processing_class, peft_config or None, is_vision); with Unsloth the adapter is already on."""
     path = resolve_policy_path(cfg)
     vision = is_vision_checkpoint(path, cfg.model.kind)
+    model: Any  # transformers' stubs type .to() on the auto classes too narrowly for mypy
     if backend.name == "unsloth":
         import unsloth  # noqa: F401  (must precede transformers/trl to patch them)
 

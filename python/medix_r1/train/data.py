@@ -5,15 +5,16 @@ turning rows into the conversational dataset the trainer reads. Never reaches a 
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medix_r1 import errors
+from medix_r1 import jsonl
 from medix_r1._native import MODALITY_TAGS
+from medix_r1.errors import DataError
+from medix_r1.media import load_image
 
 __all__ = [
     "DataError",
@@ -26,10 +27,6 @@ __all__ = [
 ]
 
 _TAG_RE = re.compile(r"^\s*<\s*([A-Za-z_][A-Za-z0-9_ ]*)\s*>\s*(.*)$", re.S)
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
-
-
-DataError = errors.DataError  # one type for the whole package (medix_r1.errors)
 
 
 @dataclass(frozen=True)
@@ -59,21 +56,7 @@ def _not_utf8(p: Path, e: UnicodeDecodeError, line: int | None = None) -> DataEr
 
 
 def _read_jsonl(p: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with p.open("rb") as f:
-        for i, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise _not_utf8(p, e, i) from None
-            except (ValueError, RecursionError) as e:
-                raise DataError(f"{p}: line {i} is not valid JSON: {e}", path=p, line=i) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}: line {i} is not a JSON object", path=p, line=i)
-            rows.append(obj)
-    return rows
+    return jsonl.read(p)  # DataError naming every bad line
 
 
 def _read_json(p: Path) -> Any:
@@ -160,71 +143,6 @@ def _images_of(row: dict[str, Any]) -> list[Any]:
     if isinstance(img, (list, tuple)):
         return list(img)
     return [img]
-
-
-def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
-    """A PIL RGB image from a path (PNG/JPEG/... or DICOM), a ``{"bytes", "path"}`` dict, raw bytes or a PIL
-    image. Raises ``ValueError`` with the reason when it cannot be read."""
-    from PIL import Image
-
-    img = None
-    data: bytes | None = None
-    path: Path | None = None
-    if isinstance(ref, Image.Image):
-        img = ref
-    elif isinstance(ref, (bytes, bytearray)):
-        data = bytes(ref)
-    elif isinstance(ref, dict):
-        if ref.get("bytes"):
-            data = bytes(ref["bytes"])
-        elif ref.get("path"):
-            path = Path(ref["path"])
-        else:
-            raise ValueError("image entry has neither bytes nor path")
-    elif isinstance(ref, (str, Path)):
-        path = Path(ref)
-    else:
-        raise ValueError(f"unsupported image reference of type {type(ref).__name__}")
-    if path is not None:
-        if not path.is_absolute():
-            path = base / path
-        if not path.is_file():
-            raise ValueError(f"image file not found: {path}")
-        data = path.read_bytes()
-    if img is None:
-        assert data is not None
-        if (len(data) > 132 and data[128:132] == b"DICM") or (
-            path is not None and path.suffix.lower() == ".dcm"
-        ):
-            img = _dicom_to_pil(data)
-        else:
-            try:
-                img = Image.open(io.BytesIO(data))
-                img.load()
-            except Exception as e:
-                raise ValueError(f"unreadable image{f' {path}' if path else ''}: {e}") from None
-    img = img.convert("RGB")
-    if max_side and max(img.size) > max_side:
-        img.thumbnail((max_side, max_side))
-    return img
-
-
-def _dicom_to_pil(data: bytes) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(io.BytesIO(data))
-        arr = ds.pixel_array.astype(np.float64)
-    except Exception as e:
-        raise ValueError(f"unreadable DICOM: {e}") from None
-    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr = arr[arr.shape[0] // 2]  # a multi-frame volume: take the middle slice
-    lo, hi = np.percentile(arr, [0.5, 99.5]) if arr.size else (0.0, 1.0)
-    arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
-    return Image.fromarray(arr.astype(np.uint8))
 
 
 def check_rows(rows: list[dict[str, Any]], base: Path, *, images: bool = True) -> list[Problem]:

@@ -14,8 +14,13 @@ from typing import Any
 from medix_r1.errors import MissingModelError, check_model_path
 from medix_r1.train.config import RunConfig, load_config
 from medix_r1.train.data import demo_dataset_path
+from medix_r1.train.prompt import compact_instruction
 
-__all__ = ["demo_config", "find_test_models"]
+__all__ = ["DEMO_STEPS", "demo_config", "find_test_models", "run_demo"]
+
+DEMO_STEPS = 12  # `medix demo`'s default: the format reward has reached ~1 by then
+DEMO_GROUP = 4
+DEMO_COMPLETION_TOKENS = 64
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_HF = "all-MiniLM-L6-v2"
@@ -56,18 +61,19 @@ def find_test_models(
 def demo_config(
     out: str | Path, steps: int, models: dict[str, Path], overrides: list[str] | None = None, threads: int = 0
 ) -> RunConfig:
-    """Settings chosen so the format reward climbs within a few dozen CPU steps: two worked examples in the
-    prompt, group 6, temperature 0.8, LoRA at LR 1e-3, no KL. Measured (benchmarks/bench_train.py, README):
-    format 0 -> 1 within about ten steps."""
+    """Settings chosen so the format reward climbs within about ten CPU steps while a step stays short: a
+    compact format instruction and one worked example (about 230 prompt tokens instead of 420: the policy's
+    forward and backward passes over prompt + completion dominate a CPU step), groups of 4 completions of at
+    most 64 tokens, temperature 0.8, LoRA at LR 1e-3, no KL. Timed by benchmarks/bench_train.py."""
     n_threads = threads or min(os.cpu_count() or 2, 4)
     base = [
         f"--model.path={models['policy']}",
         f"--data.path={demo_dataset_path()}",
-        "--data.few_shot=2",
+        "--data.few_shot=1",
         "--algo.name=grpo",
         "--algo.beta=0.0",  # no reference forward pass: half the scoring cost on a CPU
-        "--algo.num_generations=6",
-        "--algo.max_completion_length=80",
+        f"--algo.num_generations={DEMO_GROUP}",
+        f"--algo.max_completion_length={DEMO_COMPLETION_TOKENS}",
         "--algo.temperature=0.8",
         "--lora.r=16",
         "--lora.alpha=32",
@@ -82,7 +88,10 @@ def demo_config(
         f"--reward.judge.n_threads={n_threads}",
         f"--reward.embed.model={models['embedder']}",
     ]
-    return load_config(None, base + list(overrides or []))
+    cfg = load_config(None, base + list(overrides or []))
+    if not cfg.data.system_prompt:  # the user's own instruction wins
+        cfg.data.system_prompt = compact_instruction(cfg.data.reasoning_tag)
+    return cfg
 
 
 def run_demo(

@@ -11,7 +11,7 @@ from typing import Any
 
 from medix_r1._native import MODALITY_TAGS
 
-__all__ = ["build_prompt", "format_instruction"]
+__all__ = ["build_prompt", "compact_instruction", "format_instruction"]
 
 
 def format_instruction(reasoning_tag: str = "think") -> str:
@@ -27,6 +27,17 @@ def format_instruction(reasoning_tag: str = "think") -> str:
         "Write no text outside these tags. Example:\n"
         f"<X_RAY><{r}>The lobar opacity with air bronchograms and fever point to infection.</{r}>"
         "<answer>Pneumonia</answer>"
+    )
+
+
+def compact_instruction(reasoning_tag: str = "think") -> str:
+    """The same three-part format in about half the tokens (no worked example of its own): for runs where the
+    prompt's length dominates the step time, e.g. ``medix demo`` on a CPU, whose few-shot turns show the
+    shape."""
+    r = reasoning_tag
+    return (
+        f"Reply only as <TAG><{r}>one short sentence of reasoning</{r}><answer>short answer</answer>, where "
+        f"TAG is the imaging modality, one of: {' '.join(MODALITY_TAGS)}."
     )
 
 

@@ -11,16 +11,36 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
+// The full module path makes the class picklable (pickle finds it as `medix_r1._native.MedixInputError`).
 create_exception!(
-    _native,
+    medix_r1._native,
     MedixInputError,
     PyValueError,
-    "Bad input to a medix_r1 batch function (names the argument and the index)."
+    "Bad input to a medix_r1 batch function; `arg` names the argument and `index` the item (None when the \
+     error is not about one item)."
 );
+
+/// A MedixInputError carrying `arg` and `index` as attributes (instance attributes, so the default
+/// exception pickling, `(type, args, __dict__)`, keeps them).
+fn input_error(message: String, arg: Option<&str>, index: Option<usize>) -> PyErr {
+    Python::attach(|py| {
+        let build = || -> PyResult<PyErr> {
+            let value = py.get_type::<MedixInputError>().call1((message.clone(),))?;
+            value.setattr("arg", arg)?;
+            value.setattr("index", index)?;
+            Ok(PyErr::from_value(value))
+        };
+        build().unwrap_or_else(|e| e)
+    })
+}
 
 fn parse_mode(mode: &str) -> PyResult<Mode> {
     Mode::parse(mode).ok_or_else(|| {
-        MedixInputError::new_err(format!("mode must be 'strict' or 'reference', got {mode:?}"))
+        input_error(
+            format!("mode must be 'strict' or 'reference', got {mode:?}"),
+            Some("mode"),
+            None,
+        )
     })
 }
 
@@ -69,9 +89,11 @@ fn as_strs<'a>(arg: &str, items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a 
         .enumerate()
         .map(|(i, s)| {
             s.to_str().map_err(|_| {
-                MedixInputError::new_err(format!(
-                    "{arg}[{i}] is not valid Unicode (it contains a lone surrogate)"
-                ))
+                input_error(
+                    format!("{arg}[{i}] is not valid Unicode (it contains a lone surrogate)"),
+                    Some(arg),
+                    Some(i),
+                )
             })
         })
         .collect()
@@ -81,9 +103,11 @@ fn check_same_len(a: &str, na: usize, b: &str, nb: usize) -> PyResult<()> {
     if na == nb {
         Ok(())
     } else {
-        Err(MedixInputError::new_err(format!(
-            "{a} and {b} must have the same length, got {na} and {nb}"
-        )))
+        Err(input_error(
+            format!("{a} and {b} must have the same length, got {na} and {nb}"),
+            Some(b),
+            None,
+        ))
     }
 }
 
@@ -99,10 +123,11 @@ fn bool_buffer<'py>(py: Python<'py>, values: impl Iterator<Item = bool>) -> Boun
 /// Views a native-endian float64 buffer without copying when it is aligned (a `bytes` payload always is).
 fn f64s_from_bytes<'a>(arg: &str, raw: &'a [u8]) -> PyResult<Cow<'a, [f64]>> {
     if raw.len() % 8 != 0 {
-        return Err(MedixInputError::new_err(format!(
-            "{arg}: buffer length {} is not a multiple of 8",
-            raw.len()
-        )));
+        return Err(input_error(
+            format!("{arg}: buffer length {} is not a multiple of 8", raw.len()),
+            Some(arg),
+            None,
+        ));
     }
     Ok(match bytemuck::try_cast_slice::<u8, f64>(raw) {
         Ok(view) => Cow::Borrowed(view),
@@ -259,7 +284,13 @@ fn analyze_batch<'py>(
 }
 
 fn advantage_error(e: &AdvantageError) -> PyErr {
-    MedixInputError::new_err(e.to_string())
+    let (arg, index) = match e {
+        AdvantageError::ZeroGroupSize | AdvantageError::NotDivisible { .. } => ("group_size", None),
+        AdvantageError::IdsLength { .. } => ("group_ids", None),
+        AdvantageError::Infinite { index, .. } => ("rewards", Some(*index)),
+        AdvantageError::NegativeEps(_) => ("eps", None),
+    };
+    input_error(e.to_string(), Some(arg), index)
 }
 
 /// group_advantages(rewards_f64_bytes, group_size, group_ids_i64_bytes, scale, eps, with_stats)
@@ -278,7 +309,11 @@ fn group_advantages_raw<'py>(
     with_stats: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let scale_v = Scale::parse(scale).ok_or_else(|| {
-        MedixInputError::new_err(format!("scale must be 'group', 'batch' or 'none', got {scale:?}"))
+        input_error(
+            format!("scale must be 'group', 'batch' or 'none', got {scale:?}"),
+            Some("scale"),
+            None,
+        )
     })?;
     let r = f64s_from_bytes("rewards", rewards)?;
     let ids: Option<Vec<i64>> = match group_ids {
@@ -288,23 +323,29 @@ fn group_advantages_raw<'py>(
                 .collect(),
         ),
         Some(_) => {
-            return Err(MedixInputError::new_err(
-                "group_ids: buffer length is not a multiple of 8",
+            return Err(input_error(
+                "group_ids: buffer length is not a multiple of 8".to_owned(),
+                Some("group_ids"),
+                None,
             ))
         }
         None => None,
     };
     let groups = match (group_size, &ids) {
         (Some(_), Some(_)) => {
-            return Err(MedixInputError::new_err(
-                "give either group_size or group_ids, not both",
+            return Err(input_error(
+                "give either group_size or group_ids, not both".to_owned(),
+                None,
+                None,
             ))
         }
         (Some(g), None) => Groups::Size(g),
         (None, Some(ids)) => Groups::Ids(ids),
         (None, None) => {
-            return Err(MedixInputError::new_err(
-                "give group_size (consecutive groups) or group_ids (one id per reward)",
+            return Err(input_error(
+                "give group_size (consecutive groups) or group_ids (one id per reward)".to_owned(),
+                None,
+                None,
             ))
         }
     };
@@ -337,7 +378,11 @@ fn group_advantages_raw<'py>(
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("MedixInputError", m.py().get_type::<MedixInputError>())?;
+    let err_type = m.py().get_type::<MedixInputError>();
+    // Class-level defaults: an instance made in Python (`MedixInputError("msg")`) has them too.
+    err_type.setattr("arg", m.py().None())?;
+    err_type.setattr("index", m.py().None())?;
+    m.add("MedixInputError", err_type)?;
     m.add("MODALITY_TAGS", PyTuple::new(m.py(), medix_core::MODALITY_TAGS)?)?;
     m.add_function(wrap_pyfunction!(format_rewards, m)?)?;
     m.add_function(wrap_pyfunction!(modality_rewards, m)?)?;

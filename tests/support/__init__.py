@@ -1,0 +1,1 @@
+"""Test-only builders (not part of the installed package)."""
