@@ -126,7 +126,7 @@ def test_non_utf8_and_broken_json_are_one_line_errors(tmp_path, capsys):
     not_rows = tmp_path / "ints.json"
     not_rows.write_text("[1, 2]")
     for path, says in (
-        (latin1, "line 2: not UTF-8 text (byte 0xe9 at column 17). Fix or remove those lines. Re-save the file as UTF-8"),
+        (latin1, "line 2: not UTF-8 text (byte 0xe9 at column 17). Fix or remove those lines. Re-save"),
         (bad_json, f"{bad_json}: not UTF-8 text (byte 0xff at offset 14)"),
         (broken, f"{broken}: not valid JSON"),
         (deep, f"{deep}: 1 bad line(s): line 1: JSON nested too deeply"),

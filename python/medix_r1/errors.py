@@ -40,7 +40,9 @@ class ConfigError(MedixError, ValueError):
     """A configuration value is wrong: ``key`` (dotted, e.g. ``lora.enabled``), the ``value`` given and
     what is ``allowed`` (a short description), all in the message too."""
 
-    def __init__(self, message: str, *, key: str | None = None, value: Any = None, allowed: str | None = None):
+    def __init__(
+        self, message: str, *, key: str | None = None, value: Any = None, allowed: str | None = None
+    ):
         super().__init__(message)
         self.key = key
         self.value = value

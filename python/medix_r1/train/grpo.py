@@ -8,8 +8,6 @@ up, because Unsloth must be imported before TRL.
 
 from __future__ import annotations
 
-from medix_r1 import errors
-
 import logging
 import math
 import time
@@ -20,6 +18,7 @@ import torch
 import trl
 from trl import GRPOTrainer
 
+from medix_r1 import errors
 from medix_r1.advantages import group_stats
 from medix_r1.errors import JudgeFailedError
 from medix_r1.rewards.structure import analyze
