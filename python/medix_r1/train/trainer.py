@@ -1,14 +1,19 @@
 """Run one training job from a RunConfig: check the data, load the policy on the chosen backend, build the
 composite reward, train with MedixGRPOTrainer, and leave the adapter, ``metrics.jsonl`` (one row per step with
 every reward component and monitor) and a chart in ``train.output_dir``.
+
+Under ``accelerate launch --num_processes N`` every process runs this function; only the main process touches
+the output directory (metrics, run config, adapter, chart), so the outputs are those of one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,14 @@ from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
 
-__all__ = ["METRICS_FILE", "build_reward", "last_checkpoint", "prepare_rows", "run_training"]
+__all__ = [
+    "METRICS_FILE",
+    "build_reward",
+    "last_checkpoint",
+    "prepare_rows",
+    "process_info",
+    "run_training",
+]
 
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "reward_components.png"
@@ -61,6 +73,24 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     # A checkpoint counts once its trainer state is written (the last file the Trainer saves).
     ckpts = [p for p in ckpts if (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def process_info() -> tuple[int, int]:
+    """(rank, number of processes) under ``accelerate launch`` / torchrun, readable before any process group
+    exists; (0, 1) for a plain run."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def _main_process_first(n_processes: int) -> Iterator[None]:
+    """The main process runs the block first (it may convert and cache the policy), then the others."""
+    if n_processes == 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
 
 
 def _clean(v: Any) -> Any:
@@ -123,19 +153,29 @@ def run_training(
     overwrite: bool = False,
     echo: Callable[[str], None] | None = print,
     on_batch: Callable[[dict], None] | None = None,
+    trainer_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train; returns paths of the outputs and the number of steps done."""
+    """Train; returns paths of the outputs and the number of steps done.
+
+    ``trainer_args`` overrides keyword arguments of ``trl.GRPOConfig`` (tests use it for batch shapes the
+    run file does not express, e.g. a per-process batch that a group does not divide).
+    """
     import yaml
 
     from medix_r1.train.backends import grpo_args, load_policy, select_backend
 
+    rank, n_processes = process_info()
+    main = rank == 0
+    if not main:
+        echo = None  # one console report, from the main process
     out = Path(cfg.train.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out)
     if overwrite:
-        for p in out.glob("checkpoint-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        (out / METRICS_FILE).unlink(missing_ok=True)
+        if main:
+            for p in out.glob("checkpoint-*"):
+                shutil.rmtree(p, ignore_errors=True)
+            (out / METRICS_FILE).unlink(missing_ok=True)
         ckpt = None
     elif ckpt is not None and not resume:
         raise FileExistsError(
@@ -146,11 +186,12 @@ def run_training(
     if resume and ckpt is None and echo:
         echo(f"medix: no checkpoint in {out} yet; starting from step 0")
     metrics_path = out / METRICS_FILE
-    if ckpt is not None:
-        _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
-    elif not resume:
-        metrics_path.unlink(missing_ok=True)
-    (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+    if main:
+        if ckpt is not None:
+            _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
+        elif not resume:
+            metrics_path.unlink(missing_ok=True)
+        (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
 
     backend = select_backend(cfg)
     if backend.notice and echo:
@@ -160,7 +201,8 @@ def run_training(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     rows, base = prepare_rows(cfg, report=echo or (lambda s: None))
-    model, proc, peft_cfg, vision = load_policy(cfg, backend)
+    with _main_process_first(n_processes):
+        model, proc, peft_cfg, vision = load_policy(cfg, backend)
     if not vision and any(r.get("image") for r in rows) and echo:
         echo("medix: warning: the policy is a text model; the rows' images are ignored")
     train_rows = to_training_rows(
@@ -180,7 +222,7 @@ def run_training(
     from medix_r1.train.grpo import MedixGRPOTrainer
 
     dataset = Dataset.from_list(train_rows)
-    args = GRPOConfig(**grpo_args(cfg, backend))
+    args = GRPOConfig(**{**grpo_args(cfg, backend), **(trainer_args or {})})
     reward = build_reward(cfg)
     trainer = MedixGRPOTrainer(
         model=model,
@@ -205,13 +247,15 @@ def run_training(
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
 
     adapter_dir = out / ADAPTER_DIR
-    trainer.model.save_pretrained(str(adapter_dir))
-    proc.save_pretrained(str(adapter_dir))
     chart = None
-    if cfg.train.chart and metrics_path.is_file():
-        from medix_r1.train.plot import plot_metrics
+    if trainer.accelerator.is_main_process:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(adapter_dir))
+        proc.save_pretrained(str(adapter_dir))
+        if cfg.train.chart and metrics_path.is_file():
+            from medix_r1.train.plot import plot_metrics
 
-        chart = plot_metrics(metrics_path, out / CHART_FILE)
+            chart = plot_metrics(metrics_path, out / CHART_FILE)
+    trainer.accelerator.wait_for_everyone()  # no process exits while the adapter is being written
     return {
         "output_dir": out,
         "adapter": adapter_dir,
@@ -219,4 +263,5 @@ def run_training(
         "chart": chart,
         "steps": trainer.state.global_step,
         "backend": backend,
+        "num_processes": trainer.accelerator.num_processes,
     }
