@@ -60,9 +60,12 @@ def main() -> None:
     ap.add_argument("--per-device-batch", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--count-bytes", action="store_true")
-    ap.add_argument("overrides", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
-    overrides = [o for o in a.overrides if o != "--"]
+    import sys
+
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = ap.parse_args(argv[:cut])
+    overrides = argv[cut + 1 :]
     rank = int(os.environ.get("RANK", "0"))
     out_path = Path(a.trace_dir) / f"rank{rank}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +149,9 @@ def main() -> None:
     targs = {"per_device_train_batch_size": a.per_device_batch} if a.per_device_batch else None
     t0 = time.time()
     res = run_training(cfg, resume=a.resume, echo=None, trainer_args=targs)
-    trace["done"] = {"steps": res["steps"], "seconds": time.time() - t0, "bytes": dict(counter)}
-    out_path.write_text(json.dumps(trace))
+    if trace["rounds"]:  # not the launcher process, which only started the ranked ones
+        trace["done"] = {"steps": res["steps"], "seconds": time.time() - t0, "bytes": dict(counter)}
+        out_path.write_text(json.dumps(trace))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from medix_r1 import errors
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
@@ -79,6 +80,135 @@ def process_info() -> tuple[int, int]:
     """(rank, number of processes) under ``accelerate launch`` / torchrun, readable before any process group
     exists; (0, 1) for a plain run."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _launcher_cpu_processes() -> int | None:
+    """N when ``accelerate launch --num_processes N --cpu`` (N > 1) started this one process, else None.
+
+    Without MPI, accelerate's CPU launcher starts a single process and does not pass N on (it only sets
+    ``MASTER_ADDR``/``MASTER_PORT`` when N > 1), so a run would silently train on one process; N is read from
+    the launcher's own command line with accelerate's parser.
+    """
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_ADDR" not in env:
+        return None
+    ranked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+    if any(k in env for k in ranked):
+        return None
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        argv = []
+    n: int | None = None
+    for i, tok in enumerate(argv):
+        if tok == "accelerate.commands.launch" or (tok == "launch" and i and "accelerate" in argv[i - 1]):
+            from accelerate.commands.launch import launch_command_parser
+
+            args, _ = launch_command_parser().parse_known_args([a for a in argv[i + 1 :] if a])
+            n = args.num_processes
+            if n is None and args.config_file:
+                from accelerate.commands.config.config_args import load_config_from_file
+
+                n = load_config_from_file(args.config_file).num_processes
+            break
+    if n is None:
+        raise errors.UserError(
+            "accelerate launch --cpu asked for several processes but did not say how many to this one; "
+            "run torchrun --nproc_per_node N -m medix_r1.cli train ... instead"
+        )
+    return int(n) if int(n) > 1 else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_processes(n: int) -> None:
+    """Run this same command as ``n`` ranked processes (gloo on the CPU) in this process group, so a kill of
+    the group stops them all; the first failure stops the others and is raised."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))[1:]
+    while argv and argv[0].startswith("-") and argv[0] != "-m":  # interpreter options
+        argv = argv[2:] if argv[0] in ("-X", "-W") else argv[1:]
+    port = str(_free_port())
+    procs = []
+    for rank in range(n):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(n),
+            "LOCAL_WORLD_SIZE": str(n),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env))
+    failed: tuple[int, int] | None = None
+    try:
+        while any(p.poll() is None for p in procs):
+            bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+            if bad:
+                failed = bad[0]
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if failed is None:
+        bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+        failed = bad[0] if bad else None
+    if failed is not None:
+        raise errors.BackendError(f"training process {failed[0]} of {n} exited with status {failed[1]}")
+
+
+def _die_with_parent() -> None:
+    """A ranked process ends when its launcher is killed (Linux), instead of training on as an orphan: a kill
+    of the launcher's process group then stops the whole run (torchrun starts its workers in new sessions)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the line above
+        os._exit(1)
+
+
+def _spawned_result(cfg: RunConfig) -> dict[str, Any]:
+    out = Path(cfg.train.output_dir).expanduser()
+    metrics = out / METRICS_FILE
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+    chart = out / CHART_FILE
+    return {
+        "output_dir": out,
+        "adapter": out / ADAPTER_DIR,
+        "metrics": metrics,
+        "chart": chart if chart.is_file() else None,
+        "steps": rows[-1]["step"] if rows else 0,
+        "backend": None,
+        "num_processes": None,
+    }
 
 
 @contextlib.contextmanager
@@ -164,7 +294,13 @@ def run_training(
 
     from medix_r1.train.backends import grpo_args, load_policy, select_backend
 
+    spawn = _launcher_cpu_processes()
+    if spawn is not None:
+        _spawn_processes(spawn)
+        return {**_spawned_result(cfg), "num_processes": spawn}
     rank, n_processes = process_info()
+    if n_processes > 1:
+        _die_with_parent()
     main = rank == 0
     if not main:
         echo = None  # one console report, from the main process
