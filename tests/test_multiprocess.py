@@ -15,6 +15,7 @@ The accelerate-config parse checks (DeepSpeed ZeRO-3, FSDP) need no model and ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -296,25 +297,57 @@ def test_two_processes_dapo_lockstep(gguf_path, minilm_onnx_dir, tiny_data, tmp_
     assert rows[0]["dynamic/refill_rounds"] == 2
 
 
+def _ranked_processes(out: Path) -> list[int]:
+    """Processes whose command line names this run's output directory."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if str(out).encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
 @pytest.mark.slow
 def test_two_processes_gspo_killed_then_resumed(gguf_path, minilm_onnx_dir, tiny_data, tmp_path):
     """SIGKILL to the whole process group after the first checkpoint; `--resume` finishes the run with no step
     lost or repeated."""
     out = tmp_path / "gspo"
-    cmd = [*_accelerate(), "--num_processes", "2", "--cpu", "-m", "medix_r1.cli", "train"]
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("algo:\n  name: gspo\n")
+    cmd = [
+        *_accelerate(),
+        "--num_processes",
+        "2",
+        "--cpu",
+        "-m",
+        "medix_r1.cli",
+        "train",
+        "--config",
+        str(run_file),
+    ]
     cmd += _common(gguf_path, minilm_onnx_dir, tiny_data, out, "gspo")
-    proc = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    log = tmp_path / "first.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=err, stderr=err, start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
     try:
         while not (out / "checkpoint-1" / "trainer_state.json").exists():
-            assert proc.poll() is None, "training exited before its first checkpoint"
+            assert proc.poll() is None, (
+                f"training exited before its first checkpoint:\n{log.read_text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, "no checkpoint in time"
             time.sleep(0.1)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both training processes
         proc.wait()
+    gone = time.monotonic() + 30
+    while _ranked_processes(out):  # nothing trains on as an orphan
+        assert time.monotonic() < gone, "a training process outlived the kill of its process group"
+        time.sleep(0.2)
     from medix_r1.train.trainer import last_checkpoint
 
     ck = last_checkpoint(out)

@@ -207,6 +207,27 @@ class MedixGRPOTrainer(GRPOTrainer):
         self._medix_warned_refill = False
         self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
 
+    # -- resume
+    # ----------------------------------------------------------------------------------------------------
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """transformers maps the optimizer state to ``args.device`` when several processes train, which on
+        the CPU is ``cpu:<rank>``, a location ``torch.load`` cannot restore to; load it to ``cpu`` instead."""
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            super()._load_optimizer_and_scheduler(checkpoint)
+            return
+        real = torch.load
+
+        def load(*args: Any, **kwargs: Any) -> Any:
+            if str(kwargs.get("map_location", "")).startswith("cpu"):
+                kwargs["map_location"] = "cpu"
+            return real(*args, **kwargs)
+
+        setattr(torch, "load", load)  # noqa: B010
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            setattr(torch, "load", real)  # noqa: B010
+
     # -- collectives
     # ---------------------------------------------------------------------------------------------
     def _gather(self, t: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,9 @@ def _spawn_processes(n: int) -> None:
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": port,
         }
-        procs.append(subprocess.Popen([sys.executable, *argv], env=env))
+        # One console report: the other ranks' stdout (per-step lines, summary) is the main one's twice.
+        stdout = None if rank == 0 else subprocess.DEVNULL
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=stdout))
     failed: tuple[int, int] | None = None
     try:
         while any(p.poll() is None for p in procs):
