@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -120,7 +120,7 @@ def install_cpu_logprob() -> bool:
 
     if torch.cuda.is_available():
         return False
-    tu._ChunkedLogProbFunction = TorchChunkedLogProb
+    setattr(tu, "_ChunkedLogProbFunction", TorchChunkedLogProb)  # noqa: B010
     return True
 
 
@@ -206,6 +206,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
         self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
+
+    def _mode(self) -> str:
+        return "train" if getattr(self.model, "training", False) else "eval"
 
     # -- resume
     # ----------------------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ class MedixGRPOTrainer(GRPOTrainer):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         self._save_checkpoint(self.model, trial=None)
-        return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
     # -- generation, advantages, dynamic sampling
     # ----------------------------------------------------------------
@@ -313,7 +316,7 @@ class MedixGRPOTrainer(GRPOTrainer):
         """TRL's generate-and-score for this process's rows, with the advantages replaced by the Rust group
         advantages of the gathered batch (this process's slice)."""
         out = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         g = self.num_generations if mode == "train" else self.num_generations_eval
         last = self._medix_last
         rewards = self._weighted(last["rewards_per_func"]).double().numpy()
@@ -346,7 +349,7 @@ class MedixGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         out, stats = self._score_round(inputs)
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         if not (self.medix_dynamic and mode == "train"):
             return out
         n_local, n_proc, rank = len(inputs), self.accelerator.num_processes, self.accelerator.process_index
@@ -409,12 +412,14 @@ class MedixGRPOTrainer(GRPOTrainer):
         """Fresh prompts for a refill round of the whole (gathered) batch, drawn reproducibly from (seed,
         step, round): every process draws the same list and keeps its slice, and a resumed run makes the
         same choices."""
+        data: Any = self.train_dataset
+        g = int(cast(int, self.num_generations))
         rng = np.random.default_rng([self.args.seed, self.state.global_step, round_])
-        idx = rng.choice(len(self.train_dataset), size=n_groups, replace=len(self.train_dataset) < n_groups)
+        idx = rng.choice(len(data), size=n_groups, replace=len(data) < n_groups)
         rows = []
         for i in idx:
-            row = dict(self.train_dataset[int(i)])
-            rows += [dict(row) for _ in range(self.num_generations)]
+            row = dict(data[int(i)])
+            rows += [dict(row) for _ in range(g)]
         return rows
 
     @staticmethod
@@ -439,7 +444,7 @@ class MedixGRPOTrainer(GRPOTrainer):
                 continue
             if vals[0].dim() >= 2 and k in _ROW_KEYS_PAD:
                 width = max(v.shape[1] for v in vals)
-                fill = pad_id if _ROW_KEYS_PAD[k] == "pad" else _ROW_KEYS_PAD[k]
+                fill: Any = pad_id if _ROW_KEYS_PAD[k] == "pad" else _ROW_KEYS_PAD[k]
                 padded = []
                 for v in vals:
                     extra = width - v.shape[1]
