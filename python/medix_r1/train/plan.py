@@ -9,6 +9,7 @@ The EasyR1 route is described for 8-GPU full fine-tuning as the authors did it.
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from medix_r1.train.config import RunConfig
@@ -66,7 +67,8 @@ def _judge_model(cfg: RunConfig) -> str:
     """The judge's file (in-process) or its model id on the server (``vllm serve <id>``)."""
     judge = cfg.reward.judge
     model = judge and (judge.model or judge.name)
-    return str(model) if model else "/models/Qwen3-4B-Instruct-2507"
+    # Expanded: a quoted "~/..." would reach the program unexpanded.
+    return os.path.expanduser(str(model)) if model else "/models/Qwen3-4B-Instruct-2507"
 
 
 def _remote_judge(name: str) -> str:
@@ -79,7 +81,7 @@ def _remote_judge(name: str) -> str:
 
 def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: str = "zero3") -> str:
     cfg_arg = f"--config {shlex.quote(config_path)}" if config_path else "--config run.yaml"
-    policy = cfg.model.path or "/models/policy"
+    policy = os.path.expanduser(cfg.model.path) if cfg.model.path else "/models/policy"
     judge = _judge_model(cfg)
     judge_is_gguf = judge.endswith(".gguf")
     out: list[str] = [f"# medix train plan for {n_gpus} GPU(s): {cfg.algo.name}, policy {policy}"]
@@ -134,7 +136,8 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights "
             "and optimizer).",
             "# Rehearse the same launch on the CPU first (gloo, no vLLM; small models only, a few steps):",
-            "#   medix judge serve --model <judge>.gguf --port 8001 --name judge &",
+            f"#   medix judge serve --model {shlex.quote(judge) if judge_is_gguf else '<judge>.gguf'} "
+            "--port 8001 --name judge &",
             "#   "
             + launch_command(
                 n_train,
