@@ -51,20 +51,24 @@ def _run(n_proc: int, args: argparse.Namespace, models: Path, data: Path) -> Non
     trace = out / "trace"
     driver = str(ROOT / "tests" / "mp_driver.py")
     # The same global batch: one process takes both prompts, two processes one each.
-    ov = _overrides(models, data, out / "run", args.algo, args.steps, 2 // n_proc, 2 // n_proc)
+    threads = args.threads or 2 // n_proc
+    ov = _overrides(models, data, out / "run", args.algo, args.steps, 2 // n_proc, threads)
     if n_proc == 1:
         cmd = [sys.executable, driver, str(trace), "--", *ov]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n_proc), "--cpu"]
         cmd += [driver, str(trace), "--count-bytes", "--", *ov]
-    env = {**os.environ, "OMP_NUM_THREADS": str(2 // n_proc), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     total = time.perf_counter() - t0
     rows = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     times = [r["step_time"] for r in rows if r.get("step_time") is not None]
     med = statistics.median(times[1:] or times) if times else float("nan")
-    print(f"{n_proc} process(es): {len(rows)} steps, total wall {total:.1f}s, per step median {med:.2f}s")
+    print(
+        f"{n_proc} process(es), {threads} thread(s) each: {len(rows)} steps, total wall {total:.1f}s, "
+        f"per step median {med:.2f}s (all: {', '.join(f'{t:.1f}' for t in times)})"
+    )
     if n_proc > 1:
         t = json.loads((trace / "rank0.json").read_text())
         steps = t["steps"]
@@ -78,6 +82,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--algo", default="grpo")
     ap.add_argument("--out", default="/tmp/medix-bench-mp")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="threads per process (default: the 2 cores split between them)"
+    )
     args = ap.parse_args()
     from medix_r1.train.data import demo_dataset_path
 
