@@ -100,10 +100,12 @@ def _launcher_cpu_processes() -> int | None:
     except OSError:
         argv = []
     n: int | None = None
+    launched = False
     for i, tok in enumerate(argv):
         if tok == "accelerate.commands.launch" or (tok == "launch" and i and "accelerate" in argv[i - 1]):
             from accelerate.commands.launch import launch_command_parser
 
+            launched = True
             args, _ = launch_command_parser().parse_known_args([a for a in argv[i + 1 :] if a])
             n = args.num_processes
             if n is None and args.config_file:
@@ -111,6 +113,8 @@ def _launcher_cpu_processes() -> int | None:
 
                 n = load_config_from_file(args.config_file).num_processes
             break
+    if not launched:
+        return None  # not accelerate's launcher: a plain single-process run with these variables set
     if n is None:
         raise errors.UserError(
             "accelerate launch --cpu asked for several processes but did not say how many to this one; "
