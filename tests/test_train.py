@@ -1,6 +1,7 @@
 """A few real training steps on CPU (SmolLM2-135M policy converted from the test GGUF) for every algorithm,
 DAPO's dynamic sampling, outputs, and resume after a SIGKILL. Tiny settings: group 2, one prompt per step,
-16-token completions."""
+16-token completions. Also (fast) the trainer's pure parts: which reward function supplies which logged
+component, answers parsed in the reward's mode, and DAPO's per-process refill plan."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "dapo", "gspo", "dr_grpo"])
 def test_algorithm_trains_and_leaves_outputs(algo, gguf_path, tiny_data, reward_overrides, tmp_path):
     import torch
@@ -90,11 +91,13 @@ def test_algorithm_trains_and_leaves_outputs(algo, gguf_path, tiny_data, reward_
         for k in ("completion_length", "degenerate_groups", "judge_embed_disagreement", "repeated_answers"):
             assert f"monitor/{k}" in r
         assert 0.0 <= r["monitor/degenerate_groups"] <= 1.0
+        assert r["num_processes"] == 1
         if algo == "dapo":
-            assert "dynamic/kept_groups" in r and r["dynamic/rounds"] <= 1
+            assert "dynamic/kept_groups" in r and r["dynamic/refill_rounds"] <= 1
     assert any(r["reward/accuracy_embed"] is not None for r in rows)
 
 
+@pytest.mark.slow
 def test_advantages_come_from_rust(monkeypatch, gguf_path, tiny_data, tmp_path):
     """The trainer's advantages are the Rust group advantages (NaN-aware, degenerate groups zero)."""
     import medix_r1.train.grpo as grpo
@@ -130,6 +133,7 @@ run_training(cfg, resume=sys.argv[1] == "resume", echo=None)
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(gguf_path, tiny_data, tmp_path):
     out = tmp_path / "run"
     args = [
@@ -186,3 +190,96 @@ def test_resume_after_sigkill(gguf_path, tiny_data, tmp_path):
     steps = [row["step"] for row in _rows(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4]  # no step lost or repeated past the checkpoint
     assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+# -- fast: the trainer's pure parts -------------------------------------------------------------------------
+
+WELL_FORMED = "<X_RAY><think>opacity</think><answer>Pneumonia</answer>"
+
+
+def test_split_rewards_log_each_component_from_its_own_column(gguf_path, minilm_onnx_dir):
+    """With TRL's split rewards, the judge's column is accuracy_llm and the embedder's accuracy_embed; the
+    judge-only composite inside LLMJudgeReward (its last_scores: format 0, overall = judge) is not logged."""
+    from medix_r1.rewards.trl import EmbeddingReward, FormatReward, LLMJudgeReward
+    from medix_r1.train.monitors import COMPONENTS, component_matrix
+
+    judge = LLMJudgeReward({"model": str(gguf_path)})
+    judge.reward.last_scores = [
+        {"overall": 0.0, "format": 0.0, "accuracy_llm": 0.0, "accuracy_embed": None, "modality": None}
+    ] * 2
+    funcs = [FormatReward(), judge, EmbeddingReward({"model": str(minilm_onnx_dir)})]
+    rpf = np.array([[1.0, 1.0, 0.0], [0.0, np.nan, 1.0]])
+    overall = np.array([0.75, 0.3])
+    comps, _ = component_matrix(funcs, [WELL_FORMED, "no tags"], ["<X_RAY> Pneumonia"] * 2, rpf, overall)
+    col = {k: i for i, k in enumerate(COMPONENTS)}
+    np.testing.assert_array_equal(comps[:, col["overall"]], overall)
+    np.testing.assert_array_equal(comps[:, col["format"]], [1.0, 0.0])
+    np.testing.assert_array_equal(comps[:, col["accuracy_llm"]], [1.0, np.nan])
+    np.testing.assert_array_equal(comps[:, col["accuracy_embed"]], [0.0, 1.0])
+    np.testing.assert_array_equal(comps[:, col["modality"]], [1.0, 0.0])  # no modality reward: from the text
+
+
+def test_one_composite_reward_logs_its_own_scores():
+    from medix_r1.rewards.composite import CompositeReward
+    from medix_r1.train.monitors import COMPONENTS, component_matrix
+
+    reward = CompositeReward({})
+    scores = reward.score([WELL_FORMED], ["<X_RAY> Pneumonia"])
+    comps, answers = component_matrix(
+        [reward], [WELL_FORMED], ["<X_RAY> Pneumonia"], np.array([[9.0]]), [9.0]
+    )
+    for i, k in enumerate(COMPONENTS):
+        v = scores[0][k]
+        assert np.isnan(comps[0, i]) if v is None else comps[0, i] == v, k
+    assert answers == ["Pneumonia"]
+
+
+def test_answers_follow_the_reward_mode():
+    """The repeated-answer monitor reads answers in the reward's mode: a reference-mode run does not
+    re-parse strictly (issue 10)."""
+    from medix_r1.rewards.composite import CompositeReward
+    from medix_r1.rewards.structure import extract_answers
+    from medix_r1.train.monitors import component_matrix, reward_mode
+
+    text = "Pneumonia"
+    assert extract_answers([text], "strict") != extract_answers([text], "reference")
+    for mode in ("strict", "reference"):
+        reward = CompositeReward({"mode": mode})
+        assert reward_mode([reward]) == mode
+        _, answers = component_matrix([reward], [text], ["<X_RAY> Pneumonia"], np.array([[0.0]]), [0.0])
+        assert answers == extract_answers([text], mode)
+
+
+def test_packed_rows_round_trip():
+    from medix_r1.train.monitors import monitor_values, pack_rows, unpack_rows
+
+    comps = np.array([[1.0, 1.0, 1.0, 0.0, np.nan], [0.5, 0.0, np.nan, np.nan, 1.0], [0.2, 1, 0, 0, 1]])
+    answers, keys = ["Pneumonia ", "", "pneumonia"], ["p1", "p1", "p2"]
+    scores, a2, k2, lengths = unpack_rows(pack_rows(comps, [5, 6, 7], answers, keys))
+    assert lengths == [5, 6, 7]
+    assert scores[0]["modality"] is None and scores[1]["accuracy_llm"] is None and scores[0]["format"] == 1.0
+    assert a2[1] == "" and a2[0] == a2[2] and k2[0] == k2[1] != k2[2]
+    assert monitor_values(scores, a2, k2, lengths, 0.0) == monitor_values(scores, answers, keys, lengths, 0.0)
+
+
+def test_refill_plan_fills_each_process_from_its_own_rows():
+    from medix_r1.train.grpo import refill_plan
+
+    t, f = True, False
+    # 2 processes x 3 rows; round 0 keeps 2 rows on process 0 and 1 on process 1.
+    masks = [np.array([t, f, t, f, f, t]), np.array([t, t, t, t, f, t])]
+    take, short = refill_plan(masks[:1], 2, 3)
+    assert short.tolist() == [1, 2]
+    take, short = refill_plan(masks, 2, 3)
+    assert short.tolist() == [0, 0]
+    assert [r.tolist() for r in take[0]] == [[0, 2], [0]]
+    assert [r.tolist() for r in take[1]] == [[2], [0, 2]]
+
+
+def test_kept_rows_drop_degenerate_and_out_of_range_groups():
+    from medix_r1.advantages import group_stats
+    from medix_r1.train.grpo import kept_rows
+
+    st = group_stats(np.array([0.0, 1.0, 1.0, 1.0, 0.0, 0.05, np.nan, 0.5]), group_size=2)
+    assert kept_rows(st, 0.01, 0.99).tolist() == [True, True, False, False, True, True, False, False]
+    assert kept_rows(st, 0.1, 0.99).tolist()[4:6] == [False, False]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -113,8 +113,8 @@ def group_stats(
     _check(group_size, scale, eps)
     raw = _rewards_bytes(rewards)
     ids = None if group_ids is None else _ids_bytes(group_ids, len(raw) // 8)
-    adv, gidx, mean, std, count, degen = _native.group_advantages_raw(
-        raw, group_size, ids, scale, float(eps), True
+    adv, gidx, mean, std, count, degen = cast(
+        "tuple[bytearray, ...]", _native.group_advantages_raw(raw, group_size, ids, scale, float(eps), True)
     )
     return GroupStats(
         advantages=np.frombuffer(adv, dtype=np.float64),

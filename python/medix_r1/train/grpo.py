@@ -1,28 +1,44 @@
 """TRL's GRPOTrainer with MediX-R1's advantages, DAPO dynamic sampling, judge-outage handling and monitors.
 
-Overrides only two of TRL's methods: ``_calculate_rewards`` (retry on a judge outage, keep the per-component
-scores) and ``_generate_and_score_completions`` (replace the advantages with the Rust group advantages, drop
-zero-variance groups and refill the batch for DAPO, log the monitors). Imported only after the backend is set
-up, because Unsloth must be imported before TRL.
+Overrides only two of TRL's methods: ``_calculate_rewards`` (retry on a judge outage in step on every
+process, keep the per-component scores) and ``_generate_and_score_completions`` (replace the advantages with
+the Rust group advantages, drop zero-variance groups and refill the batch for DAPO, log the monitors).
+Imported only after the backend is set up, because Unsloth must be imported before TRL.
+
+Several processes (``accelerate launch``): every process generates and scores its own slice of the
+generation batch; the rewards are gathered, the advantages computed on the global batch by the same code as
+with one process, and each process keeps its slice. Everything that decides how many collective calls come
+next (a judge retry, DAPO's drops and refill rounds) is decided from gathered data, identical on every
+process, so the processes stay in step. Monitors and reward components are logged over the global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy as np
 import torch
 import trl
+import trl.trainer.grpo_trainer as _trl_grpo
 from trl import GRPOTrainer
 
 from medix_r1 import errors
-from medix_r1.advantages import group_stats
+from medix_r1.advantages import GroupStats, group_stats
 from medix_r1.errors import JudgeFailedError
-from medix_r1.rewards.structure import analyze
-from medix_r1.train.monitors import COMPONENTS, completion_text, component_means, monitor_values
+from medix_r1.train.monitors import (
+    COMPONENTS,
+    completion_text,
+    component_matrix,
+    component_means,
+    ground_truths,
+    monitor_values,
+    pack_rows,
+    unpack_rows,
+)
 
 log = logging.getLogger("medix_r1.train")
 
@@ -50,6 +66,8 @@ def check_trl_version(version: str | None = None) -> None:
     for name in ("_calculate_rewards", "_generate_and_score_completions"):
         if not hasattr(GRPOTrainer, name):
             raise ImportError(f"trl {v}: GRPOTrainer.{name} is missing; use trl>=1.10,<=1.15.0")
+    if not callable(getattr(_trl_grpo, "gather", None)):
+        raise ImportError(f"trl {v}: trl.trainer.grpo_trainer.gather is missing; use trl>=1.10,<=1.15.0")
 
 
 check_trl_version()
@@ -102,11 +120,27 @@ def install_cpu_logprob() -> bool:
 
     if torch.cuda.is_available():
         return False
-    tu._ChunkedLogProbFunction = TorchChunkedLogProb
+    setattr(tu, "_ChunkedLogProbFunction", TorchChunkedLogProb)  # noqa: B010
     return True
 
 
 JudgeOutageError = errors.JudgeOutageError  # one type for the whole package (medix_r1.errors)
+
+
+@contextlib.contextmanager
+def _local_rewards() -> Iterator[None]:
+    """Make TRL's ``_calculate_rewards`` return this process's rows instead of gathering them.
+
+    TRL gathers the rewards at the end of that method; a process whose judge failed raises before it, while
+    the others would wait in the gather for ever. Keeping the rewards local lets every process first agree
+    on whether any judge failed, and only then gather.
+    """
+    real = _trl_grpo.gather
+    setattr(_trl_grpo, "gather", lambda tensor: tensor)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(_trl_grpo, "gather", real)  # noqa: B010
 
 
 # Output keys whose first dimension is one row per completion, and how to pad them when batches are merged.
@@ -124,6 +158,39 @@ _ROW_KEYS_PAD = {
 }
 
 
+def local_slice(process_index: int, n_local: int) -> slice:
+    """The rows of the gathered batch that belong to one process (TRL's layout: rank order, equal sizes)."""
+    return slice(process_index * n_local, (process_index + 1) * n_local)
+
+
+def kept_rows(stats: GroupStats, min_mean: float, max_mean: float) -> np.ndarray:
+    """Per row of the batch, True where its group has a learning signal: not degenerate (variance > 0 over
+    >= 2 scorable rewards) and a mean inside [min_mean, max_mean]."""
+    ok = ~stats.degenerate
+    ok &= (stats.mean >= min_mean) & (stats.mean <= max_mean)
+    return np.asarray(ok[stats.group_index], dtype=bool)
+
+
+def refill_plan(
+    masks: list[np.ndarray], n_processes: int, n_local: int
+) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """Which rows each process takes from each round of DAPO's dynamic sampling.
+
+    ``masks[r]`` is the kept-row mask of round ``r`` over the gathered batch. Each process fills its
+    ``n_local`` rows from its own rows, in round order (rows never move between processes); returns, per
+    process, the local row indices taken from each round, and how many rows each process is still short.
+    The same input gives the same plan on every process.
+    """
+    take: list[list[np.ndarray]] = [[] for _ in range(n_processes)]
+    short = np.full(n_processes, n_local, dtype=np.int64)
+    for mask in masks:
+        for p in range(n_processes):
+            rows = np.flatnonzero(mask[local_slice(p, n_local)])[: short[p]]
+            take[p].append(rows)
+            short[p] -= len(rows)
+    return take, short
+
+
 class MedixGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, medix: dict[str, Any] | None = None, **kwargs: Any) -> None:
         install_cpu_logprob()
@@ -138,63 +205,95 @@ class MedixGRPOTrainer(GRPOTrainer):
         self.medix_print = m.get("on_batch")  # optional callable(dict) for console output
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
+        self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
+
+    def _mode(self) -> str:
+        return "train" if getattr(self.model, "training", False) else "eval"
+
+    # -- resume
+    # ----------------------------------------------------------------------------------------------------
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """transformers maps the optimizer state to ``args.device`` when several processes train, which on
+        the CPU is ``cpu:<rank>``, a location ``torch.load`` cannot restore to; load it to ``cpu`` instead."""
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            super()._load_optimizer_and_scheduler(checkpoint)
+            return
+        real = torch.load
+
+        def load(*args: Any, **kwargs: Any) -> Any:
+            if str(kwargs.get("map_location", "")).startswith("cpu"):
+                kwargs["map_location"] = "cpu"
+            return real(*args, **kwargs)
+
+        setattr(torch, "load", load)  # noqa: B010
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            setattr(torch, "load", real)  # noqa: B010
+
+    # -- collectives
+    # ---------------------------------------------------------------------------------------------
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return t
+        return self.accelerator.gather(t.to(self.accelerator.device)).cpu()
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is True on any of them (one tiny all-gather)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        return bool(self._gather(torch.tensor([int(flag)], dtype=torch.int64)).any())
 
     # -- rewards
     # -------------------------------------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
         attempt = 0
         while True:
+            failure: JudgeFailedError | None = None
             try:
-                rewards_per_func = super()._calculate_rewards(
-                    inputs, prompts, completions, completion_ids_list
-                )
-                break
+                with _local_rewards():
+                    local = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             except JudgeFailedError as e:
-                if attempt >= self.medix_judge_retries:
-                    where = self._save_outage_checkpoint()
-                    raise JudgeOutageError(
-                        f"the judge failed {attempt + 1} times in a row at step "
-                        f"{self.state.global_step}: {e}. "
-                        f"A checkpoint was written to {where}; fix the judge and run the same command "
-                        "with --resume."
-                    ) from e
-                wait = self.medix_retry_wait * (2**attempt)
-                log.warning(
-                    "judge outage (%s); retry %d/%d in %.0fs", e, attempt + 1, self.medix_judge_retries, wait
-                )
-                time.sleep(wait)
-                attempt += 1
+                failure = e
+            if not self._any_process(failure is not None):
+                break
+            what = str(failure) if failure is not None else "the judge failed on another process"
+            if attempt >= self.medix_judge_retries:
+                where = self._save_outage_checkpoint()
+                raise JudgeOutageError(
+                    f"the judge failed {attempt + 1} times in a row at step "
+                    f"{self.state.global_step}: {what}. "
+                    f"A checkpoint was written to {where}; fix the judge and run the same command "
+                    "with --resume."
+                ) from failure
+            wait = self.medix_retry_wait * (2**attempt)
+            log.warning(
+                "judge outage (%s); retry %d/%d in %.0fs", what, attempt + 1, self.medix_judge_retries, wait
+            )
+            time.sleep(wait)
+            attempt += 1
+        rewards_per_func = self._gather(local.detach().cpu()).to(local.device)
         texts = [completion_text(c) for c in completions]
+        truths = ground_truths(inputs)
+        local_cpu = local.detach().cpu()
+        comps, answers = component_matrix(
+            self.reward_funcs,
+            texts,
+            truths,
+            local_cpu.double().numpy(),
+            self._weighted(local_cpu).double().numpy(),
+        )
+        lengths = [len(ids) for ids in completion_ids_list]
+        keys = [str(x.get("prompt")) for x in inputs]
+        packed = torch.from_numpy(pack_rows(comps, lengths, answers, keys))
         self._medix_last = {
             "rewards_per_func": rewards_per_func.detach().cpu(),
+            "local_rewards_per_func": local_cpu,
             "texts": texts,
-            "solutions": [x.get("solution", x.get("ground_truth")) for x in inputs],
-            "scores": self._component_scores(texts, inputs, rewards_per_func),
-            "lengths": [len(ids) for ids in completion_ids_list],
+            "answers": answers,
+            "rows": self._gather(packed).numpy(),
         }
         return rewards_per_func
-
-    def _component_scores(
-        self, texts: list[str], inputs: list[dict], rewards_per_func: torch.Tensor
-    ) -> list[dict]:
-        for f in self.reward_funcs:
-            last = getattr(f, "last_scores", None)
-            if isinstance(last, list) and len(last) == len(texts):
-                return [dict(s) for s in last]
-        # A reward without per-component scores: read format and modality from the text (one Rust call).
-        sols = [x.get("solution", x.get("ground_truth")) or "" for x in inputs]
-        st = analyze(texts, sols)
-        total = self._weighted(rewards_per_func.detach().cpu())
-        return [
-            {
-                "overall": None if math.isnan(float(total[i])) else float(total[i]),
-                "format": float(st.format[i]),
-                "modality": None if math.isnan(st.modality[i]) else float(st.modality[i]),
-                "accuracy_llm": None,
-                "accuracy_embed": None,
-            }
-            for i in range(len(texts))
-        ]
 
     def _weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """The scalar reward per completion, NaN where every reward function said unscorable."""
@@ -209,96 +308,94 @@ class MedixGRPOTrainer(GRPOTrainer):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         self._save_checkpoint(self.model, trial=None)
-        return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
     # -- generation, advantages, dynamic sampling
     # ----------------------------------------------------------------
-    def _score_round(self, inputs: list[dict]) -> tuple[dict[str, Any], Any, np.ndarray]:
+    def _score_round(self, inputs: list[dict]) -> tuple[dict[str, Any], GroupStats]:
+        """TRL's generate-and-score for this process's rows, with the advantages replaced by the Rust group
+        advantages of the gathered batch (this process's slice)."""
         out = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
+        mode = self._mode()
         g = self.num_generations if mode == "train" else self.num_generations_eval
         last = self._medix_last
         rewards = self._weighted(last["rewards_per_func"]).double().numpy()
+        n_local, n_proc = len(inputs), self.accelerator.num_processes
+        if len(rewards) != n_local * n_proc:
+            raise RuntimeError(
+                f"gathered {len(rewards)} rewards from {n_proc} process(es) holding {n_local} rows each"
+            )
         stats = group_stats(rewards, group_size=g, scale=self.scale_rewards)
-        n_local = len(inputs)
-        start = self.accelerator.process_index * n_local
-        local = stats.advantages[start : start + n_local]
+        local = stats.advantages[local_slice(self.accelerator.process_index, n_local)]
         out["advantages"] = torch.as_tensor(
             np.array(local), dtype=torch.float32, device=out["advantages"].device
         )
-        self._log_round(mode, last, stats, inputs)
-        return out, stats, rewards
+        self._log_round(mode, last, stats)
+        return out, stats
 
-    def _log_round(self, mode: str, last: dict[str, Any], stats: Any, inputs: list[dict]) -> None:
-        scores = last["scores"]
+    def _log_round(self, mode: str, last: dict[str, Any], stats: GroupStats) -> None:
+        scores, answers, keys, lengths = unpack_rows(last["rows"])  # the global batch, every process
         comps = component_means(scores)
-        answers = [s.get("answer") or "" for s in scores]
-        if not any(answers):
-            from medix_r1.rewards.structure import extract_answers
-
-            answers = extract_answers(last["texts"])
-        keys = [str(x.get("prompt")) for x in inputs]
-        mons = monitor_values(scores, answers, keys, last["lengths"], stats.degenerate_fraction)
+        mons = monitor_values(scores, answers, keys, lengths, stats.degenerate_fraction)
         metrics = self._metrics[mode]
         for k, v in comps.items():
             metrics[f"reward/{k}"].append(v)
         for k, v in mons.items():
             metrics[f"monitor/{k}"].append(v)
-        if self.medix_print is not None:
-            self.medix_print({"texts": last["texts"], "scores": scores, **comps, **mons})
+        metrics["num_processes"].append(float(self.accelerator.num_processes))
+        if self.medix_print is not None and self.accelerator.is_main_process:
+            mine = scores[local_slice(self.accelerator.process_index, len(last["texts"]))]
+            self.medix_print({"texts": last["texts"], "scores": mine, **comps, **mons})
 
-    def _keep_groups(self, stats: Any) -> np.ndarray:
-        """Groups with a learning signal: not degenerate (variance > 0 over >= 2 scorable rewards) and a
-        mean inside [dynamic_min_mean, dynamic_max_mean]."""
-        ok = ~stats.degenerate
-        ok &= (stats.mean >= self.medix_min_mean) & (stats.mean <= self.medix_max_mean)
-        return np.flatnonzero(ok)
-
-    def _generate_and_score_completions(self, inputs):  # type: ignore[override]
-        out, stats, _ = self._score_round(inputs)
-        mode = "train" if self.model.training else "eval"
+    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        out, stats = self._score_round(inputs)
+        mode = self._mode()
         if not (self.medix_dynamic and mode == "train"):
             return out
-        g = self.num_generations
-        n_groups = len(inputs) // g
-        if self.accelerator.num_processes != 1 or not self._row_indexable(out, len(inputs)):
+        n_local, n_proc, rank = len(inputs), self.accelerator.num_processes, self.accelerator.process_index
+        n_rows = n_local * n_proc
+        n_groups = n_rows // self.num_generations
+        masks = [kept_rows(stats, self.medix_min_mean, self.medix_max_mean)]
+        metrics = self._metrics[mode]
+        kept_share = float(masks[0].sum()) / n_rows
+        if self._any_process(not self._row_indexable(out, n_local)):
             if not self._medix_warned_refill:
                 log.warning(
-                    "dynamic sampling: refilling needs one process and per-row tensors; zero-variance groups "
-                    "are kept with advantage 0 instead"
+                    "dynamic sampling: the batch holds tensors that are not one row per completion "
+                    "(images?); "
+                    "zero-variance groups are kept with advantage 0 instead of refilled"
                 )
                 self._medix_warned_refill = True
-            self._metrics[mode]["dynamic/kept_groups"].append(
-                len(self._keep_groups(stats)) / max(n_groups, 1)
-            )
+            metrics["dynamic/kept_groups"].append(kept_share)
+            metrics["dynamic/refill_rounds"].append(0.0)
             return out
-        kept = self._keep_groups(stats)
-        pieces = [self._select(out, self._rows(kept, g))] if len(kept) else []
-        have, rounds = len(kept), 0
-        first_dropped = np.setdiff1d(np.arange(n_groups), kept)
-        while have < n_groups and rounds < self.medix_max_rounds:
+        outs = [out]
+        _, short = refill_plan(masks, n_proc, n_local)
+        rounds = 0
+        # `short` comes from gathered rewards, identical everywhere: every process runs the same rounds.
+        while short.max() > 0 and rounds < self.medix_max_rounds:
             rounds += 1
-            extra = self._refill_inputs(n_groups, rounds)
-            o, st, _ = self._score_round(extra)
-            k = self._keep_groups(st)[: n_groups - have]
-            if len(k):
-                pieces.append(self._select(o, self._rows(k, g)))
-                have += len(k)
-        filled = 0
-        if (
-            have < n_groups
-        ):  # give up: pad with dropped groups (advantage 0: no gradient) to keep shapes fixed
-            filled = n_groups - have
-            pieces.append(self._select(out, self._rows(first_dropped[:filled], g)))
+            extra = self._refill_inputs(n_groups, rounds)[local_slice(rank, n_local)]
+            o, st = self._score_round(extra)
+            outs.append(o)
+            masks.append(kept_rows(st, self.medix_min_mean, self.medix_max_mean))
+            _, short = refill_plan(masks, n_proc, n_local)
+        take, short = refill_plan(masks, n_proc, n_local)
+        pieces = [self._select(o, torch.as_tensor(rows)) for o, rows in zip(outs, take[rank]) if len(rows)]
+        if short[rank] > 0:
+            # Give up: pad with this process's dropped rows of the first round, advantage 0 (no gradient),
+            # to keep the batch shape.
+            dropped = np.flatnonzero(~masks[0][local_slice(rank, n_local)])[: short[rank]]
+            pad = self._select(out, torch.as_tensor(dropped))
+            pad["advantages"] = torch.zeros_like(pad["advantages"])
+            pieces.append(pad)
         merged = self._concat(pieces)
-        self._metrics[mode]["dynamic/kept_groups"].append(len(kept) / n_groups)
-        self._metrics[mode]["dynamic/rounds"].append(float(rounds))
-        self._metrics[mode]["dynamic/filled_degenerate"].append(filled / n_groups)
+        metrics["dynamic/kept_groups"].append(kept_share)
+        metrics["dynamic/rounds"].append(float(rounds))
+        metrics["dynamic/refill_rounds"].append(float(rounds))
+        metrics["dynamic/filled_degenerate"].append(float(short.sum()) / n_rows)
+        self._medix_dynamic_last = {"masks": masks, "rounds": rounds, "take": take[rank], "short": short}
         return merged
-
-    @staticmethod
-    def _rows(groups: np.ndarray, g: int) -> torch.Tensor:
-        return torch.as_tensor((np.asarray(groups)[:, None] * g + np.arange(g)[None, :]).reshape(-1))
 
     @staticmethod
     def _row_indexable(out: dict[str, Any], n: int) -> bool:
@@ -312,14 +409,17 @@ class MedixGRPOTrainer(GRPOTrainer):
         return True
 
     def _refill_inputs(self, n_groups: int, round_: int) -> list[dict]:
-        """Fresh prompts for a refill round, drawn reproducibly from (seed, step, round) so a resumed run
-        makes the same choices."""
+        """Fresh prompts for a refill round of the whole (gathered) batch, drawn reproducibly from (seed,
+        step, round): every process draws the same list and keeps its slice, and a resumed run makes the
+        same choices."""
+        data: Any = self.train_dataset
+        g = int(cast(int, self.num_generations))
         rng = np.random.default_rng([self.args.seed, self.state.global_step, round_])
-        idx = rng.choice(len(self.train_dataset), size=n_groups, replace=len(self.train_dataset) < n_groups)
+        idx = rng.choice(len(data), size=n_groups, replace=len(data) < n_groups)
         rows = []
         for i in idx:
-            row = dict(self.train_dataset[int(i)])
-            rows += [dict(row) for _ in range(self.num_generations)]
+            row = dict(data[int(i)])
+            rows += [dict(row) for _ in range(g)]
         return rows
 
     @staticmethod
@@ -344,7 +444,7 @@ class MedixGRPOTrainer(GRPOTrainer):
                 continue
             if vals[0].dim() >= 2 and k in _ROW_KEYS_PAD:
                 width = max(v.shape[1] for v in vals)
-                fill = pad_id if _ROW_KEYS_PAD[k] == "pad" else _ROW_KEYS_PAD[k]
+                fill: Any = pad_id if _ROW_KEYS_PAD[k] == "pad" else _ROW_KEYS_PAD[k]
                 padded = []
                 for v in vals:
                     extra = width - v.shape[1]
@@ -363,8 +463,17 @@ class MedixGRPOTrainer(GRPOTrainer):
         mask = merged["completion_mask"]
         if "tool_mask" in merged:
             mask = mask * merged["tool_mask"]
+        # A collective: every process reaches it once per step, whatever it kept.
         merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
         return merged
 
 
-__all__ = ["COMPONENTS", "JudgeOutageError", "MedixGRPOTrainer", "check_trl_version"]
+__all__ = [
+    "COMPONENTS",
+    "JudgeOutageError",
+    "MedixGRPOTrainer",
+    "check_trl_version",
+    "kept_rows",
+    "local_slice",
+    "refill_plan",
+]

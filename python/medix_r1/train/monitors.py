@@ -1,34 +1,56 @@
 """Per-step training monitors logged beside the reward components: completion length, share of degenerate
 groups, judge-vs-embedding disagreement, and identical answers repeated across different prompts (a collapse
-or reward-hacking sign)."""
+or reward-hacking sign).
+
+Also the per-completion component table the trainer logs from: which reward function supplies which
+component (one composite reward, or TRL's split rewards), and a fixed-width numeric packing of it so that
+several processes can gather their rows with one tensor all-gather instead of pickled dicts.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPONENTS", "completion_text", "component_means", "monitor_values"]
+from medix_r1.rewards.composite import COMPONENTS, CompositeReward, completion_texts
 
-# Keys of the composite reward's per-completion score dicts, in the order they are logged.
-COMPONENTS = ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
+__all__ = [
+    "COMPONENTS",
+    "ROW_WIDTH",
+    "completion_text",
+    "component_matrix",
+    "component_means",
+    "ground_truths",
+    "monitor_values",
+    "pack_rows",
+    "reward_mode",
+    "unpack_rows",
+]
+
+_COL = {k: i for i, k in enumerate(COMPONENTS)}
+# One packed row: the components, the completion length, a hash of the normalised answer, a hash of the
+# prompt.
+ROW_WIDTH = len(COMPONENTS) + 3
 
 
 def completion_text(c: Any) -> str:
-    """A TRL completion (plain text, or a list of chat messages) as text."""
-    if isinstance(c, str):
-        return c
-    if isinstance(c, list):
-        parts = []
-        for m in c:
-            content = m.get("content", "") if isinstance(m, dict) else m
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") or "" for p in content if isinstance(p, dict))
-            parts.append(str(content or ""))
-        return "".join(parts)
-    return str(c)
+    """A TRL completion (plain text, or a list of chat messages) as the text the reward scores."""
+    return completion_texts([c])[0]
+
+
+def ground_truths(inputs: Sequence[dict[str, Any]]) -> list[str]:
+    """The ground-truth column of TRL input rows, read in the order the reward reads it."""
+    out = []
+    for x in inputs:
+        g = x.get("ground_truth")
+        if g is None:
+            g = x.get("solution")
+        out.append("" if g is None else str(g))
+    return out
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -41,6 +63,107 @@ def component_means(scores: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {k: _mean([s.get(k) for s in scores]) for k in COMPONENTS}
 
 
+def reward_mode(reward_funcs: Sequence[Any]) -> str:
+    """The answer-parsing mode ("strict" or "reference") the reward functions were configured with."""
+    for f in reward_funcs:
+        for holder in (f, getattr(f, "config", None), getattr(getattr(f, "reward", None), "config", None)):
+            mode = getattr(holder, "mode", None)
+            if mode in ("strict", "reference"):
+                return str(mode)
+    return "strict"
+
+
+def _split_component(f: Any) -> str | None:
+    """The component a split TRL reward function returns, None for anything else."""
+    from medix_r1.rewards.trl import EmbeddingReward, FormatReward, LLMJudgeReward, ModalityReward
+
+    if isinstance(f, FormatReward):
+        return "format"
+    if isinstance(f, ModalityReward):
+        return "modality"
+    if isinstance(f, LLMJudgeReward):
+        return "accuracy_llm"
+    if isinstance(f, EmbeddingReward):
+        return "accuracy_embed"
+    return None
+
+
+def component_matrix(
+    reward_funcs: Sequence[Any],
+    texts: Sequence[str],
+    truths: Sequence[str],
+    rewards_per_func: np.ndarray,
+    overall: np.ndarray,
+) -> tuple[np.ndarray, list[str]]:
+    """The components of each completion (rows, columns in ``COMPONENTS`` order, NaN where not applicable
+    or unscorable) and its parsed answer, in the reward's own mode.
+
+    ``rewards_per_func`` holds the same rows (one column per reward function), ``overall`` the trainer's
+    weighted reward. A single composite reward supplies every component from its ``last_scores``; split
+    rewards (format, judge, embedding, modality as separate functions) supply their own column each, and
+    ``overall`` is then the weighted sum the trainer learns from. What no function supplies (format and
+    modality without a format/modality reward) is read from the text.
+    """
+    from medix_r1.rewards.structure import analyze
+
+    n = len(texts)
+    rpf = np.asarray(rewards_per_func, dtype=np.float64).reshape(n, len(reward_funcs))
+    st = analyze(list(texts), list(truths), reward_mode(reward_funcs))
+    out = np.full((n, len(COMPONENTS)), np.nan)
+    out[:, _COL["overall"]] = np.asarray(overall, dtype=np.float64)
+    out[:, _COL["format"]] = st.format
+    out[:, _COL["modality"]] = st.modality
+    for j, f in enumerate(reward_funcs):
+        last = getattr(f, "last_scores", None)
+        if isinstance(f, CompositeReward) and isinstance(last, list) and len(last) == n:
+            keys = COMPONENTS if len(reward_funcs) == 1 else COMPONENTS[1:]
+            for k in keys:
+                out[:, _COL[k]] = [np.nan if s.get(k) is None else float(s[k]) for s in last]
+        comp = _split_component(f)
+        if comp is not None:
+            out[:, _COL[comp]] = rpf[:, j]
+    return out, list(st.answers)
+
+
+def _normal(answer: str) -> str:
+    return " ".join(answer.lower().split())
+
+
+def _hash48(text: str) -> float:
+    """A 48-bit hash of a non-empty text as a float (exact in float64), 0.0 for the empty text."""
+    if not text:
+        return 0.0
+    return float(int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big") or 1)
+
+
+def pack_rows(
+    components: np.ndarray, lengths: Sequence[int], answers: Sequence[str], prompt_keys: Sequence[str]
+) -> np.ndarray:
+    """One float64 row per completion (``ROW_WIDTH`` wide) with everything the monitors need."""
+    n = len(lengths)
+    out = np.empty((n, ROW_WIDTH), dtype=np.float64)
+    out[:, : len(COMPONENTS)] = components
+    out[:, len(COMPONENTS)] = np.asarray(lengths, dtype=np.float64)
+    out[:, len(COMPONENTS) + 1] = [_hash48(_normal(a)) for a in answers]
+    out[:, len(COMPONENTS) + 2] = [_hash48(str(k)) for k in prompt_keys]
+    return out
+
+
+def unpack_rows(rows: np.ndarray) -> tuple[list[dict[str, Any]], list[str], list[str], list[int]]:
+    """(score dicts, answers, prompt keys, completion lengths) of packed rows; answers and keys come back
+    as hash strings, equal where the originals were equal ("" for an empty answer)."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, ROW_WIDTH)
+    scores = [
+        {k: (None if math.isnan(float(r[i])) else float(r[i])) for i, k in enumerate(COMPONENTS)}
+        for r in rows
+    ]
+    a_col, k_col = len(COMPONENTS) + 1, len(COMPONENTS) + 2
+    answers = ["" if r[a_col] == 0 else f"{int(r[a_col]):012x}" for r in rows]
+    keys = [f"{int(r[k_col]):012x}" for r in rows]
+    lengths = [int(r[len(COMPONENTS)]) for r in rows]
+    return scores, answers, keys, lengths
+
+
 def monitor_values(
     scores: Sequence[dict[str, Any]],
     answers: Sequence[str],
@@ -49,20 +172,22 @@ def monitor_values(
     degenerate_fraction: float,
 ) -> dict[str, float]:
     """The four monitors for one generated batch."""
-    both = [
-        (s.get("accuracy_llm"), s.get("accuracy_embed"))
-        for s in scores
-        if s.get("accuracy_llm") is not None and s.get("accuracy_embed") is not None
-    ]
-    both = [(a, b) for a, b in both if not (math.isnan(float(a)) or math.isnan(float(b)))]
-    disagreement = float(np.mean([float(a) != float(b) for a, b in both])) if both else math.nan
+    pairs: list[tuple[float, float]] = []
+    for s in scores:
+        a, b = s.get("accuracy_llm"), s.get("accuracy_embed")
+        if a is None or b is None:
+            continue
+        fa, fb = float(a), float(b)
+        if not (math.isnan(fa) or math.isnan(fb)):
+            pairs.append((fa, fb))
+    disagreement = float(np.mean([a != b for a, b in pairs])) if pairs else math.nan
     # An answer counts as repeated when the same (normalised, non-empty) text was given for another prompt.
     by_answer: dict[str, set[Any]] = {}
     for ans, key in zip(answers, prompt_keys):
-        norm = " ".join(ans.lower().split())
+        norm = _normal(ans)
         if norm:
             by_answer.setdefault(norm, set()).add(key)
-    non_empty = [" ".join(a.lower().split()) for a in answers]
+    non_empty = [_normal(a) for a in answers]
     non_empty = [a for a in non_empty if a]
     repeated = float(np.mean([len(by_answer[a]) > 1 for a in non_empty])) if non_empty else 0.0
     return {

@@ -2,18 +2,19 @@
 
 0 GPUs: the CPU fallback. 1 GPU: Unsloth QLoRA, judge in-process (llama.cpp) or on `medix judge serve`.
 2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for
-the judge, one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP).
+the judge, one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP),
+with the same launch in its CPU form (``--cpu``, no vLLM) to rehearse the mechanics on any machine first.
 The EasyR1 route is described for 8-GPU full fine-tuning as the authors did it.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
-from pathlib import Path
 
 from medix_r1.train.config import RunConfig
 
-__all__ = ["accelerate_config", "count_gpus", "make_plan"]
+__all__ = ["accelerate_config", "count_gpus", "launch_command", "make_plan"]
 
 
 def count_gpus() -> int:
@@ -44,11 +45,30 @@ def accelerate_config(n_processes: int, strategy: str = "zero3") -> str:
     )
 
 
+def launch_command(
+    n_processes: int,
+    cfg_arg: str,
+    overrides: str = "",
+    *,
+    config_file: str | None = None,
+    gpu_ids: str | None = None,
+) -> str:
+    """``accelerate launch`` of ``medix train`` on ``n_processes`` processes: on the GPUs ``gpu_ids`` with an
+    accelerate config file, or without ``config_file`` its CPU form (``--cpu``, gloo), which needs no GPU."""
+    if config_file is not None:
+        env = f"CUDA_VISIBLE_DEVICES={gpu_ids} " if gpu_ids else ""
+        head = f"{env}accelerate launch --config_file {shlex.quote(config_file)}"
+    else:
+        head = f"accelerate launch --num_processes {n_processes} --cpu"
+    return f"{head} -m medix_r1.cli train {cfg_arg}" + (f" {overrides}" if overrides else "")
+
+
 def _judge_model(cfg: RunConfig) -> str:
     """The judge's file (in-process) or its model id on the server (``vllm serve <id>``)."""
     judge = cfg.reward.judge
     model = judge and (judge.model or judge.name)
-    return str(model) if model else "/models/Qwen3-4B-Instruct-2507"
+    # Expanded: a quoted "~/..." would reach the program unexpanded.
+    return os.path.expanduser(str(model)) if model else "/models/Qwen3-4B-Instruct-2507"
 
 
 def _remote_judge(name: str) -> str:
@@ -61,7 +81,7 @@ def _remote_judge(name: str) -> str:
 
 def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: str = "zero3") -> str:
     cfg_arg = f"--config {shlex.quote(config_path)}" if config_path else "--config run.yaml"
-    policy = cfg.model.path or "/models/policy"
+    policy = os.path.expanduser(cfg.model.path) if cfg.model.path else "/models/policy"
     judge = _judge_model(cfg)
     judge_is_gguf = judge.endswith(".gguf")
     out: list[str] = [f"# medix train plan for {n_gpus} GPU(s): {cfg.algo.name}, policy {policy}"]
@@ -105,11 +125,26 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             f"CUDA_VISIBLE_DEVICES={judge_gpu} vllm serve {shlex.quote(judge)} --port 8001 "
             "--max-model-len 4096 &",
             f"CUDA_VISIBLE_DEVICES={rollout_gpu} trl vllm-serve --model {shlex.quote(policy)} --port 8000 &",
-            f"CUDA_VISIBLE_DEVICES={train_ids} accelerate launch --config_file {acc} -m medix_r1.cli train "
-            f"{cfg_arg} --train.backend=transformers --train.use_vllm=true --train.vllm_mode=server "
-            f"--train.vllm_server_port=8000 {_remote_judge(judge)}",
+            launch_command(
+                n_train,
+                cfg_arg,
+                "--train.backend=transformers --train.use_vllm=true --train.vllm_mode=server "
+                f"--train.vllm_server_port=8000 {_remote_judge(judge)}",
+                config_file=acc,
+                gpu_ids=train_ids,
+            ),
             "# Full fine-tuning instead of LoRA: add --lora.enabled=false (ZeRO-3 shards the weights "
             "and optimizer).",
+            "# Rehearse the same launch on the CPU first (gloo, no vLLM; small models only, a few steps):",
+            f"#   medix judge serve --model {shlex.quote(judge) if judge_is_gguf else '<judge>.gguf'} "
+            "--port 8001 --name judge &",
+            "#   "
+            + launch_command(
+                n_train,
+                cfg_arg,
+                "--train.backend=transformers --train.device=cpu --train.max_steps=2 "
+                + _remote_judge("judge"),
+            ),
         ]
     if n_gpus >= 1:
         out += [
@@ -124,7 +159,3 @@ def make_plan(cfg: RunConfig, config_path: str | None, n_gpus: int, strategy: st
             "judge settings.",
         ]
     return "\n".join(out) + "\n"
-
-
-def default_config_path(path: str | Path | None) -> str | None:
-    return str(path) if path else None

@@ -1,22 +1,35 @@
 """Run one training job from a RunConfig: check the data, load the policy on the chosen backend, build the
 composite reward, train with MedixGRPOTrainer, and leave the adapter, ``metrics.jsonl`` (one row per step with
 every reward component and monitor) and a chart in ``train.output_dir``.
+
+Under ``accelerate launch --num_processes N`` every process runs this function; only the main process touches
+the output directory (metrics, run config, adapter, chart), so the outputs are those of one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from medix_r1 import errors
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
 
-__all__ = ["METRICS_FILE", "build_reward", "last_checkpoint", "prepare_rows", "run_training"]
+__all__ = [
+    "METRICS_FILE",
+    "build_reward",
+    "last_checkpoint",
+    "prepare_rows",
+    "process_info",
+    "run_training",
+]
 
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "reward_components.png"
@@ -61,6 +74,159 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     # A checkpoint counts once its trainer state is written (the last file the Trainer saves).
     ckpts = [p for p in ckpts if (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def process_info() -> tuple[int, int]:
+    """(rank, number of processes) under ``accelerate launch`` / torchrun, readable before any process group
+    exists; (0, 1) for a plain run."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _launcher_cpu_processes() -> int | None:
+    """N when ``accelerate launch --num_processes N --cpu`` (N > 1) started this one process, else None.
+
+    Without MPI, accelerate's CPU launcher starts a single process and does not pass N on (it only sets
+    ``MASTER_ADDR``/``MASTER_PORT`` when N > 1), so a run would silently train on one process; N is read from
+    the launcher's own command line with accelerate's parser.
+    """
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_ADDR" not in env:
+        return None
+    ranked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+    if any(k in env for k in ranked):
+        return None
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        argv = []
+    n: int | None = None
+    launched = False
+    for i, tok in enumerate(argv):
+        if tok == "accelerate.commands.launch" or (tok == "launch" and i and "accelerate" in argv[i - 1]):
+            from accelerate.commands.launch import launch_command_parser
+
+            launched = True
+            args, _ = launch_command_parser().parse_known_args([a for a in argv[i + 1 :] if a])
+            n = args.num_processes
+            if n is None and args.config_file:
+                from accelerate.commands.config.config_args import load_config_from_file
+
+                n = load_config_from_file(args.config_file).num_processes
+            break
+    if not launched:
+        return None  # not accelerate's launcher: a plain single-process run with these variables set
+    if n is None:
+        raise errors.UserError(
+            "accelerate launch --cpu asked for several processes but did not say how many to this one; "
+            "run torchrun --nproc_per_node N -m medix_r1.cli train ... instead"
+        )
+    return int(n) if int(n) > 1 else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_processes(n: int) -> None:
+    """Run this same command as ``n`` ranked processes (gloo on the CPU) in this process group, so a kill of
+    the group stops them all; the first failure stops the others and is raised."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))[1:]
+    while argv and argv[0].startswith("-") and argv[0] != "-m":  # interpreter options
+        argv = argv[2:] if argv[0] in ("-X", "-W") else argv[1:]
+    port = str(_free_port())
+    procs = []
+    for rank in range(n):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(n),
+            "LOCAL_WORLD_SIZE": str(n),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        # One console report: the other ranks' stdout (per-step lines, summary) is the main one's twice.
+        stdout = None if rank == 0 else subprocess.DEVNULL
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=stdout))
+    failed: tuple[int, int] | None = None
+    try:
+        while any(p.poll() is None for p in procs):
+            bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+            if bad:
+                failed = bad[0]
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if failed is None:
+        bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+        failed = bad[0] if bad else None
+    if failed is not None:
+        raise errors.BackendError(f"training process {failed[0]} of {n} exited with status {failed[1]}")
+
+
+def _die_with_parent() -> None:
+    """A ranked process ends when its launcher is killed (Linux), instead of training on as an orphan: a kill
+    of the launcher's process group then stops the whole run (torchrun starts its workers in new sessions)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the line above
+        os._exit(1)
+
+
+def _spawned_result(cfg: RunConfig) -> dict[str, Any]:
+    out = Path(cfg.train.output_dir).expanduser()
+    metrics = out / METRICS_FILE
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+    chart = out / CHART_FILE
+    return {
+        "output_dir": out,
+        "adapter": out / ADAPTER_DIR,
+        "metrics": metrics,
+        "chart": chart if chart.is_file() else None,
+        "steps": rows[-1]["step"] if rows else 0,
+        "backend": None,
+        "num_processes": None,
+    }
+
+
+@contextlib.contextmanager
+def _main_process_first(n_processes: int) -> Iterator[None]:
+    """The main process runs the block first (it may convert and cache the policy), then the others."""
+    if n_processes == 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
 
 
 def _clean(v: Any) -> Any:
@@ -123,19 +289,35 @@ def run_training(
     overwrite: bool = False,
     echo: Callable[[str], None] | None = print,
     on_batch: Callable[[dict], None] | None = None,
+    trainer_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train; returns paths of the outputs and the number of steps done."""
+    """Train; returns paths of the outputs and the number of steps done.
+
+    ``trainer_args`` overrides keyword arguments of ``trl.GRPOConfig`` (tests use it for batch shapes the
+    run file does not express, e.g. a per-process batch that a group does not divide).
+    """
     import yaml
 
     from medix_r1.train.backends import grpo_args, load_policy, select_backend
 
+    spawn = _launcher_cpu_processes()
+    if spawn is not None:
+        _spawn_processes(spawn)
+        return {**_spawned_result(cfg), "num_processes": spawn}
+    rank, n_processes = process_info()
+    if n_processes > 1:
+        _die_with_parent()
+    main = rank == 0
+    if not main:
+        echo = None  # one console report, from the main process
     out = Path(cfg.train.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out)
     if overwrite:
-        for p in out.glob("checkpoint-*"):
-            shutil.rmtree(p, ignore_errors=True)
-        (out / METRICS_FILE).unlink(missing_ok=True)
+        if main:
+            for p in out.glob("checkpoint-*"):
+                shutil.rmtree(p, ignore_errors=True)
+            (out / METRICS_FILE).unlink(missing_ok=True)
         ckpt = None
     elif ckpt is not None and not resume:
         raise FileExistsError(
@@ -146,11 +328,12 @@ def run_training(
     if resume and ckpt is None and echo:
         echo(f"medix: no checkpoint in {out} yet; starting from step 0")
     metrics_path = out / METRICS_FILE
-    if ckpt is not None:
-        _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
-    elif not resume:
-        metrics_path.unlink(missing_ok=True)
-    (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+    if main:
+        if ckpt is not None:
+            _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
+        elif not resume:
+            metrics_path.unlink(missing_ok=True)
+        (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
 
     backend = select_backend(cfg)
     if backend.notice and echo:
@@ -160,7 +343,8 @@ def run_training(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     rows, base = prepare_rows(cfg, report=echo or (lambda s: None))
-    model, proc, peft_cfg, vision = load_policy(cfg, backend)
+    with _main_process_first(n_processes):
+        model, proc, peft_cfg, vision = load_policy(cfg, backend)
     if not vision and any(r.get("image") for r in rows) and echo:
         echo("medix: warning: the policy is a text model; the rows' images are ignored")
     train_rows = to_training_rows(
@@ -182,7 +366,7 @@ def run_training(
     MedixGRPOTrainer = trainer_class()  # on Unsloth's patched trl.GRPOTrainer when Unsloth is loaded
 
     dataset = Dataset.from_list(train_rows)
-    args = GRPOConfig(**grpo_args(cfg, backend))
+    args = GRPOConfig(**{**grpo_args(cfg, backend), **(trainer_args or {})})
     reward = build_reward(cfg)
     trainer = MedixGRPOTrainer(
         model=model,
@@ -207,13 +391,15 @@ def run_training(
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
 
     adapter_dir = out / ADAPTER_DIR
-    trainer.model.save_pretrained(str(adapter_dir))
-    proc.save_pretrained(str(adapter_dir))
     chart = None
-    if cfg.train.chart and metrics_path.is_file():
-        from medix_r1.train.plot import plot_metrics
+    if trainer.accelerator.is_main_process:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(adapter_dir))
+        proc.save_pretrained(str(adapter_dir))
+        if cfg.train.chart and metrics_path.is_file():
+            from medix_r1.train.plot import plot_metrics
 
-        chart = plot_metrics(metrics_path, out / CHART_FILE)
+            chart = plot_metrics(metrics_path, out / CHART_FILE)
+    trainer.accelerator.wait_for_everyone()  # no process exits while the adapter is being written
     return {
         "output_dir": out,
         "adapter": adapter_dir,
@@ -221,4 +407,5 @@ def run_training(
         "chart": chart,
         "steps": trainer.state.global_step,
         "backend": backend,
+        "num_processes": trainer.accelerator.num_processes,
     }
