@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
     s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
     s.set_defaults(handler=_serve)
+    from medix_r1.judge.validate import register_validate
+
+    register_validate(jsub)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -122,8 +122,15 @@ def _null_row(base: dict[str, Any] | None, error: str) -> dict[str, Any]:
     return out
 
 
+def _line(row: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (from a "\ud800" escape in the input): keep it escaped
+        return json.dumps(row).encode("ascii") + b"\n"
+
+
 def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
-    out.write(b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows))
+    out.write(b"".join(_line(r) for r in rows))
     out.flush()
     os.fsync(out.fileno())
 
