@@ -352,12 +352,14 @@ def run_validation(
     seconds = time.perf_counter() - t0
     decided = np.array([_verdict_value(v) is not None for v in verdicts], dtype=bool)
     pred = np.array([bool(_verdict_value(v)) for v in verdicts], dtype=bool)
-    p_yes = [getattr(v, "p_yes", None) for v in verdicts]
+    p_yes: list[float | None] = [
+        None if getattr(v, "p_yes", None) is None else float(v.p_yes) for v in verdicts
+    ]
     errors = [str(getattr(v, "error", None) or "no verdict") for v in verdicts if _verdict_value(v) is None]
 
     overall = _rates(pred[decided], y[decided])
     have_p = decided.any() and all(p_yes[i] is not None for i in np.flatnonzero(decided))
-    roc = auroc([float(p_yes[i]) for i in np.flatnonzero(decided)], y[decided].tolist()) if have_p else None
+    roc = auroc([p_yes[i] or 0.0 for i in np.flatnonzero(decided)], y[decided].tolist()) if have_p else None
 
     # Injection: wrong answers the judge rightly rejected, each with every attack appended.
     rejected = [i for i in range(n) if decided[i] and not y[i] and not pred[i]]
@@ -429,7 +431,7 @@ def run_validation(
         "examples": _examples(pairs, gts, pred, decided, p_yes),
     }
     # Kept for the plots, not written to report.json.
-    report["_p_yes"] = [None if p is None else float(p) for p in p_yes]
+    report["_p_yes"] = p_yes
     report["_labels"] = y.tolist()
     report["_decided"] = decided.tolist()
     if embedder is not None:

@@ -46,9 +46,8 @@ _WEIGHT_KEYS["modality"] = "modality_weight"
 
 def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
     """``"format=0.1,llm=0.575,embed=0.375,modality=0.05"`` (any subset) -> RewardConfig weight fields."""
-    items = spec.items() if isinstance(spec, Mapping) else None
-    if items is None:
-        items = []
+    items: list[tuple[Any, Any]] = list(spec.items()) if isinstance(spec, Mapping) else []
+    if not isinstance(spec, Mapping):
         for part in str(spec).split(","):
             if not part.strip():
                 continue
@@ -224,7 +223,8 @@ def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], lis
     if mode == "reference":
         # The authors' code: the text after the first ">", stripped, then stripped of periods; without a ">"
         # their code raises and scores both accuracies 0.0.
-        answers, errs = [], []
+        answers: list[str] = []
+        errs: list[str | None] = []
         for g in ground_truths:
             _, sep, rest = g.partition(">")
             answer = rest.strip().strip(".")
