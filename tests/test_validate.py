@@ -182,6 +182,7 @@ def test_validation_warning(tmp_path):
     url = JudgeConfig(url="http://h/v1", name="qwen3-4b")
     rp.write_text(json.dumps({"verdict": "pass", "judge": judge_identity(url)}))
     assert validation_warning(JudgeConfig(url="http://other/v1", name="qwen3-4b"), rp) is None
+    assert validation_warning("qwen3-4b", rp) is None  # a served model id
     assert "not the configured" in validation_warning(JudgeConfig(url="http://h/v1", name="qwen3-1.7b"), rp)
 
 

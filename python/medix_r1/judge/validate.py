@@ -226,13 +226,16 @@ def _gguf_identity(path: str | Path) -> dict[str, Any]:
 def judge_identity(judge: Any) -> dict[str, Any]:
     """What identifies a judge across machines: a GGUF file by its size and a hash of its first and last
     MiB (not its path), a served judge by its model id. Accepts a JudgeConfig, a mapping with ``model`` or
-    ``url``/``name``, a GGUF path, or an identity dict (returned as is)."""
+    ``url``/``name``, a GGUF path, a served model id, or an identity dict (returned as is)."""
     if isinstance(judge, Mapping) and "kind" in judge:
         return dict(judge)
     model = getattr(judge, "model", None) if not isinstance(judge, Mapping) else judge.get("model")
     url = getattr(judge, "url", None) if not isinstance(judge, Mapping) else judge.get("url")
     name = getattr(judge, "name", None) if not isinstance(judge, Mapping) else judge.get("name")
     if isinstance(judge, (str, Path)):
+        p = Path(judge).expanduser()
+        if isinstance(judge, str) and not judge.lower().endswith(".gguf") and not p.is_file():
+            return {"kind": "url", "url": None, "name": judge}  # the model id of a served judge
         model = judge
     if model:
         return _gguf_identity(model)
@@ -568,7 +571,7 @@ def _plots(r: dict[str, Any], out: Path) -> list[Path]:
 
     paths: list[Path] = []
     cats = list(r["by_category"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cats) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cats) + 1.8))
     pos = np.arange(len(cats))
     acc = [r["by_category"][c]["accuracy"] or 0.0 for c in cats]
     fyes = [r["by_category"][c]["yes_rate_on_mismatch"] or 0.0 for c in cats]
@@ -577,7 +580,7 @@ def _plots(r: dict[str, Any], out: Path) -> list[Path]:
     ax.set_yticks(pos, cats)
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=8)
     ax.set_title(f"judge by category (verdict: {r['verdict']})")
     fig.tight_layout()
     paths.append(out / "categories.png")
