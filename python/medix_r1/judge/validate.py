@@ -375,7 +375,9 @@ def run_validation(
     flip_rate = None
     flips_by_attack: dict[str, Any] = {}
     if attacked:
-        av = _judge_all(judge, attacked, chunk, None)
+        if log is not None:
+            log(f"injection: {len(rejected)} rejected answers x {len(injections)} attacks")
+        av = _judge_all(judge, attacked, chunk, log)
         got = [_verdict_value(v) for v in av]
         scored = [g for g in got if g is not None]
         flip_rate = sum(scored) / len(scored) if scored else None
