@@ -387,3 +387,17 @@ def test_modality_upper_cases_like_cpython():
     assert analyze(responses, gts, "reference").modality.tolist() == want
     assert modality_rewards(responses, gts, "reference").tolist() == want
     assert 0.0 in want and 1.0 in want
+
+
+def test_python_collapse_equals_the_authors_regex_and_is_linear():
+    from medix_r1.rewards.structure import _collapse, modality_rewards
+    from oracle import collapse
+
+    rng = random.Random(SEED)
+    alphabet = [" ", "\u3000", "\x1c", "\u200b", "<", ">", "/", "a", "é", "\n"]
+    for _ in range(3000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert _collapse(s) == collapse(s), repr(s)
+    # A quadratic scan (the regex itself backtracks over long space runs) would not finish this.
+    big = "é" + " " * 2_000_000 + "x" + " " * 2_000_000 + "<thinking>r</thinking><answer>ab</answer>"
+    assert modality_rewards([big], ["<é x> ab"], "reference").tolist() == [0.0]
