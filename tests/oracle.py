@@ -143,3 +143,60 @@ def reference_invalid(a: str) -> bool:
     if a == "" or len(a) == 1:
         return True
     return any(s in a for s in ("__", ":", "?"))
+
+
+# --- reference mode, the whole reward: the authors' compute_score restated, models passed in -------------
+def _reference_accuracy(collapsed: str, gt: str, model) -> tuple[float, bool]:
+    """One accuracy component as their code computes it; the flag says their code raised (and scored 0.0)."""
+    try:
+        given = reference_answer(collapsed)
+        truth = gt.split(">", maxsplit=1)[1].strip().strip(".")  # IndexError without a ">"
+        if reference_invalid(given):
+            return 0.0, False
+        if given == truth:
+            return 1.0, False
+        return model(given, truth), False
+    except Exception:
+        return 0.0, True
+
+
+def reference_compute_score(
+    response: str,
+    ground_truth: str,
+    ask_judge,
+    embed,
+    *,
+    format_weight: float = 0.1,
+    threshold: float = 0.8,
+    weights: tuple[float, float, float] = (0.575, 0.375, 0.05),
+) -> tuple[dict[str, float], bool]:
+    """The authors' per-item scores for one (response, ground truth). ``ask_judge(given, truth)`` returns the
+    reply text and ``embed(list[str])`` vectors; both may raise, as their model calls may. Also returns
+    whether any part of their code failed on this input (so that ours must have recorded an error)."""
+    p = collapse(response)
+
+    def llm(given: str, truth: str) -> float:
+        return 1.0 if "YES" in ask_judge(given, truth).strip().upper() else 0.0
+
+    def emb(given: str, truth: str) -> float:
+        import numpy as np
+
+        a, b = (np.asarray(v, dtype=np.float64) for v in embed([given, truth]))
+        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return float(cos >= threshold)
+
+    fmt = reference_format(p)
+    acc_llm, failed_llm = _reference_accuracy(p, ground_truth, llm)
+    acc_emb, failed_emb = _reference_accuracy(p, ground_truth, emb)
+    mod = reference_modality(p, ground_truth)
+    cw = 1 - format_weight
+    w_llm, w_emb, w_mod = weights
+    overall = cw * w_llm * acc_llm + cw * w_emb * acc_emb + cw * w_mod * mod + format_weight * fmt
+    scores = {
+        "overall": overall,
+        "format": fmt,
+        "accuracy_llm": acc_llm,
+        "accuracy_embed": acc_emb,
+        "modality": mod,
+    }
+    return scores, failed_llm or failed_emb

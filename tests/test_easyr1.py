@@ -103,3 +103,30 @@ def test_real_models_from_env(monkeypatch, gguf_path, minilm_onnx_dir):
     }
     assert set(out[1]) == set(out[0]) and 0.0 <= out[1]["overall"] <= 1.0
     easyr1.get_reward().close()
+
+
+class _NoJudge:
+    """A scripted judge that says NO (for the arithmetic only)."""
+
+    name = "scripted-no"
+
+    def judge(self, pairs):
+        from medix_r1.judge import Verdict
+
+        return [Verdict(False, 0.0) for _ in pairs]
+
+
+def test_reference_mode_gives_the_authors_zero_and_says_why(monkeypatch, capsys):
+    monkeypatch.setenv("MEDIX_REWARD_MODE", "reference")
+    cfg = easyr1.config_from_env(0.1)
+    easyr1._REWARDS[(repr(cfg),)] = easyr1.CompositeReward(cfg, judge=_NoJudge())
+    good = "<X_RAY><thinking>a{}</thinking><answer>Right lower lobe pneumonia</answer>"
+    exact, no_tag, surrogate = easyr1.compute_score(
+        _inputs([(good.format(""), GT + "."), (good.format(""), "pneumonia"), (good.format("\ud800"), GT)])
+    )
+    assert exact["overall"] == 1.0  # their ground truth loses its period: an exact match, no judge
+    # their code raises on a ground truth without ">": 0.0, not left out
+    assert no_tag["accuracy_llm"] == 0.0 and no_tag["modality"] == 0.0
+    assert no_tag["overall"] == pytest.approx(0.1)
+    assert surrogate["overall"] == 1.0  # a stray surrogate in the reasoning costs nothing
+    assert "1 item(s) with errors recorded" in capsys.readouterr().err

@@ -182,6 +182,9 @@ def test_length_mismatch_and_unknown_mode():
         format_rewards(["a"], mode="loose")
 
 
-def test_lone_surrogate_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"responses\[0\] is not valid Unicode"):
-        extract_answers(["\ud800"])
+def test_lone_surrogate_affects_its_row_only():
+    # Valid Python text that Rust cannot take: parsed as if it were any other non-space character.
+    rows = ["<think>a</think><answer>x\ud800y.</answer>", "<think>a</think><answer>ok</answer>", "\udfff"]
+    for mode in ("strict", "reference"):
+        assert extract_answers(rows, mode) == ["x\ud800y", "ok", "" if mode == "strict" else "\udfff"]
+    assert format_rewards(rows).tolist() == [1.0, 1.0, 0.0]

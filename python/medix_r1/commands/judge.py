@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-body", metavar="N", type=int, default=1024 * 1024, help="largest request body in bytes"
     )
     s.set_defaults(handler=_serve)
+    from medix_r1.judge.validate import register_validate
+
+    register_validate(jsub)
 
     i = jsub.add_parser(
         "inspect",

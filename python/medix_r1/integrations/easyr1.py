@@ -13,7 +13,8 @@ models with environment variables, set for the reward workers:
 - ``MEDIX_JUDGE_MODEL``: a local ``.gguf`` judge run in-process by llama.cpp, or
 - ``MEDIX_JUDGE_URL`` + ``MEDIX_JUDGE_NAME``: an OpenAI-compatible server (vLLM, ``medix judge serve``);
 - ``MEDIX_EMBED_MODEL``: a directory from ``medix embed export`` (fastembed);
-- ``MEDIX_REWARD_MODE``: ``strict`` (default) or ``reference``;
+- ``MEDIX_REWARD_MODE``: ``strict`` (default) or ``reference`` (the authors' own numbers, including their 0.0
+  for inputs their code fails on; the reason is in the reward's ``errors`` and counted on stderr);
 - ``MEDIX_MAX_UNSCORABLE``: the share of judged items that may fail per batch (default 0.5).
 
 Neither judge nor embedder configured means those components do not apply (format and modality only), which
@@ -113,7 +114,7 @@ def compute_score(
     batch_mean = sum(scored) / len(scored) if scored else 0.0
 
     out: list[dict[str, float]] = []
-    filled = unscorable_components = 0
+    filled = with_errors = 0
     for g, s in zip(gts, scores):
         d: dict[str, float] = {}
         overall = s["overall"]
@@ -122,7 +123,7 @@ def compute_score(
             overall = sum(group) / len(group) if group else batch_mean
             filled += 1
         if s["errors"]:
-            unscorable_components += 1
+            with_errors += 1
         for k in COMPONENTS:
             v = overall if k == "overall" else s[k]
             if v is None:
@@ -131,11 +132,12 @@ def compute_score(
             else:
                 d[k] = float(v)
         out.append(d)
-    if filled or unscorable_components:
+    if filled or with_errors:
         c = reward.counters
         print(
-            f"medix: reward batch of {len(scores)}: {unscorable_components} item(s) with an unscorable "
-            f"component, {filled} with no scorable content (given their group's mean overall); "
+            f"medix: reward batch of {len(scores)}: {with_errors} item(s) with errors recorded (unscorable, "
+            f"or scored 0.0 in reference mode), {filled} with no scorable content (given their group's mean "
+            "overall); "
             f"judge unscorable so far {c['judge_unscorable']}/{c['judge_items']}",
             file=sys.stderr,
         )

@@ -5,6 +5,14 @@ weights by default (fw = 0.1; 0.575 / 0.375 / 0.05). A content component that do
 ground truth without a tag, a judge or embedder that is not configured) or that could not be scored (the
 judge failed for that item) is left out and the remaining content weights are rescaled to the same total;
 an unscorable one is also recorded in ``errors``. Nothing unscorable is ever a silent 0.0.
+
+``mode="reference"`` gives the authors' numbers (training/examples/reward_function/medical.py of
+mbzuai-oryx/MediX-R1) for every input, in their floating-point order: the ground truth's answer is the text
+after its first ``>``, stripped of whitespace and then of periods; where their code fails on an input (a
+ground truth without ``>``; an empty ground-truth answer, or text with a lone surrogate, that their judge
+and embedder calls cannot take) both accuracies are their 0.0, with the reason recorded in ``errors``. A
+judge that fails for an item (outage, refusal) stays unscorable in both modes: their 0.0 there is a flaw,
+not a rule.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import numpy as np
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.errors import JudgeFailedError
 from medix_r1.judge import JudgeConfig
-from medix_r1.rewards.structure import analyze, parse_ground_truths
+from medix_r1.rewards.structure import analyze, has_lone_surrogate, parse_ground_truths
 
 __all__ = [
     "COMPONENTS",
@@ -38,9 +46,8 @@ _WEIGHT_KEYS["modality"] = "modality_weight"
 
 def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
     """``"format=0.1,llm=0.575,embed=0.375,modality=0.05"`` (any subset) -> RewardConfig weight fields."""
-    items = spec.items() if isinstance(spec, Mapping) else None
-    if items is None:
-        items = []
+    items: list[tuple[Any, Any]] = list(spec.items()) if isinstance(spec, Mapping) else []
+    if not isinstance(spec, Mapping):
         for part in str(spec).split(","):
             if not part.strip():
                 continue
@@ -90,6 +97,13 @@ class RewardConfig:
     embed: EmbedConfig | None = field(
         default=None, metadata={"help": "the embedding model (None: embedding accuracy not applicable)"}
     )
+    judge_report: str | None = field(
+        default=None,
+        metadata={
+            "help": "report.json written by `medix judge validate` for this judge; without a passing one "
+            "for the same judge, `medix train` and `medix demo` print a warning"
+        },
+    )
     soft_judge: bool = field(
         default=False, metadata={"help": "use the judge's P(YES) instead of its 0/1 decision"}
     )
@@ -114,6 +128,8 @@ class RewardConfig:
             self.embed = EmbedConfig.from_dict(dict(self.embed))
         if self.embed is not None and self.embed.model is None:
             self.embed = None  # an embed section without a model configures nothing
+        if self.judge_report is not None:
+            self.judge_report = str(self.judge_report)
         f = self.max_unscorable_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
             raise ValueError(f"max_unscorable_fraction must be in [0, 1], got {f!r}")
@@ -205,20 +221,55 @@ def ground_truth_column(kwargs: Mapping[str, Any], n: int) -> list[str]:
 def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], list[str | None]]:
     """The answer part of each ground truth, and why it cannot be used (None when it can)."""
     if mode == "reference":
-        # The authors' code takes the text after the first ">"; without one it raised and scored 0.
-        answers, errs = [], []
+        # The authors' code: the text after the first ">", stripped, then stripped of periods; without a ">"
+        # their code raises and scores both accuracies 0.0.
+        answers: list[str] = []
+        errs: list[str | None] = []
         for g in ground_truths:
             _, sep, rest = g.partition(">")
+            answer = rest.strip().strip(".")
+            answers.append(answer)
             if not sep:
-                answers.append("")
-                errs.append("ground truth has no '>' (reference mode expects '<TAG> answer')")
+                errs.append(
+                    "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
+                    "authors' code does)"
+                )
+            elif not answer:
+                errs.append("ground truth has no answer after its tag (scored 0.0 as the authors' code does)")
             else:
-                answers.append(rest.strip())
-                errs.append(None if rest.strip() else "ground truth has no answer after its tag")
+                errs.append(None)
         return answers, errs
     parsed = parse_ground_truths(ground_truths)
     answers = [text for _, text in parsed]
     return answers, [None if a.strip() else "ground truth has no answer text" for a in answers]
+
+
+def _rescaled(
+    fw: float,
+    fmt: float,
+    weights: Mapping[str, float],
+    comps: Mapping[str, float | None],
+    applicable: Mapping[str, bool],
+) -> float | None:
+    """``overall`` over the content components that apply and were scored, their weights rescaled to the
+    same total; None when content applies but none of it could be scored."""
+    total = sum(weights.values())
+    num = den = 0.0
+    unscorable = False
+    for k, w in weights.items():
+        if w <= 0 or not applicable[k]:
+            continue
+        v = comps[k]
+        if v is None:
+            unscorable = True
+            continue
+        num += w * v
+        den += w
+    if den > 0:
+        return fw * fmt + (1 - fw) * total * num / den
+    if unscorable and fw < 1:
+        return None
+    return fmt  # nothing but the format applies to this item
 
 
 class CompositeReward:
@@ -310,32 +361,40 @@ class CompositeReward:
         if len(ground_truths) != n:
             raise ValueError(f"{n} responses but {len(ground_truths)} ground truths")
         cfg = self.config
+        reference = cfg.mode == "reference"
         st = analyze(responses, ground_truths, cfg.mode)
         gt_answers, gt_errors = _gt_answers(ground_truths, cfg.mode)
         errors: list[list[str]] = [[] for _ in range(n)]
 
         # Items whose accuracy the models decide: a usable ground truth, a valid answer, no exact match.
+        # Every other item is decided here; `notes` says why when the reason is a problem with the data.
         decided: list[float | None] = [None] * n
+        notes: list[str | None] = [None] * n
         ask: list[int] = []
         for i in range(n):
             if gt_errors[i] is not None:
-                continue
-            if bool(st.invalid[i]):
+                notes[i] = gt_errors[i]
+                if reference:
+                    decided[i] = 0.0
+            elif bool(st.invalid[i]):
                 decided[i] = 0.0  # the authors' rule: an invalid answer is wrong, not unscorable
             elif st.answers[i] == gt_answers[i]:
                 decided[i] = 1.0
                 self.counters["exact_matches"] += 1
+            elif has_lone_surrogate(st.answers[i]) or has_lone_surrogate(gt_answers[i]):
+                # Not text a model can read; in the authors' code the model call raises and scores 0.0.
+                notes[i] = "the answer or ground truth contains a lone surrogate (not valid Unicode text)" + (
+                    "; scored 0.0 as the authors' code does" if reference else ""
+                )
+                decided[i] = 0.0 if reference else None
             else:
                 ask.append(i)
 
-        llm = self._llm(st.answers, gt_answers, gt_errors, decided, ask, errors) if self.has_judge else None
-        emb = (
-            self._embed(st.answers, gt_answers, gt_errors, decided, ask, errors)
-            if self.has_embedder
-            else None
-        )
+        llm = self._llm(st.answers, gt_answers, notes, decided, ask, errors) if self.has_judge else None
+        emb = self._embed(st.answers, gt_answers, notes, decided, ask, errors) if self.has_embedder else None
 
         weights = cfg.content_weights
+        fw = cfg.format_weight
         out: list[dict[str, Any]] = []
         for i in range(n):
             fmt = float(st.format[i])
@@ -350,24 +409,17 @@ class CompositeReward:
                 "accuracy_embed": emb is not None,
                 "modality": not math.isnan(mod_v),
             }
-            total = sum(weights.values())
-            num = den = 0.0
-            unscorable = False
-            for k, w in weights.items():
-                if w <= 0 or not applicable[k]:
-                    continue
-                v = comps[k]
-                if v is None:
-                    unscorable = True
-                    continue
-                num += w * v
-                den += w
-            if den > 0:
-                overall: float | None = cfg.format_weight * fmt + (1 - cfg.format_weight) * total * num / den
-            elif unscorable and cfg.format_weight < 1:
-                overall = None
+            overall: float | None
+            lv, ev, mv = comps["accuracy_llm"], comps["accuracy_embed"], comps["modality"]
+            if reference and lv is not None and ev is not None and mv is not None:
+                # Every component scored: the authors' expression, term by term in their order, so the float
+                # result is theirs to the last bit.
+                cw = 1 - fw
+                overall = (
+                    cw * cfg.llm_weight * lv + cw * cfg.embed_weight * ev + cw * cfg.modality_weight * mv
+                ) + fw * fmt
             else:
-                overall = fmt  # nothing but the format applies to this item
+                overall = _rescaled(fw, fmt, weights, comps, applicable)
             if any(v is None and applicable[k] for k, v in comps.items()):
                 self.counters["unscorable"] += 1
             out.append(
@@ -388,13 +440,13 @@ class CompositeReward:
         self,
         answers: list[str],
         gt_answers: list[str],
-        gt_errors: list[str | None],
+        notes: list[str | None],
         decided: list[float | None],
         ask: list[int],
         errors: list[list[str]],
     ) -> list[float | None]:
         vals: list[float | None] = list(decided)
-        for i, e in enumerate(gt_errors):
+        for i, e in enumerate(notes):
             if e is not None:
                 errors[i].append(f"accuracy_llm: {e}")
         if not ask:
@@ -429,13 +481,13 @@ class CompositeReward:
         self,
         answers: list[str],
         gt_answers: list[str],
-        gt_errors: list[str | None],
+        notes: list[str | None],
         decided: list[float | None],
         ask: list[int],
         errors: list[list[str]],
     ) -> list[float | None]:
         vals: list[float | None] = list(decided)
-        for i, e in enumerate(gt_errors):
+        for i, e in enumerate(notes):
             if e is not None:
                 errors[i].append(f"accuracy_embed: {e}")
         if not ask:

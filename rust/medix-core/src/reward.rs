@@ -190,6 +190,10 @@ fn reference_answer(collapsed: &str) -> &str {
 }
 
 /// `predict[:predict.find("<thinking>")].strip().upper() == (gt.split(">", 1)[0] + ">").upper()`.
+///
+/// Exact for ASCII text only: Rust's and CPython's Unicode case tables differ (55 code points between Rust
+/// 1.95 and CPython 3.11, and they move with every release), so `medix_r1.rewards.structure` redoes this
+/// comparison with `str.upper()` for every row that is not pure ASCII.
 fn reference_modality(collapsed: &str, gt: &str) -> f64 {
     let Some(idx) = memmem::find(collapsed.as_bytes(), THINKING_OPEN.as_bytes()) else {
         return 0.0;
