@@ -335,6 +335,12 @@ def run_training(
             metrics_path.unlink(missing_ok=True)
         (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
 
+    if echo:
+        from medix_r1.judge.validate import validation_warning
+
+        warning = validation_warning(cfg.reward.judge, cfg.reward.judge_report)
+        if warning:
+            echo(warning)
     backend = select_backend(cfg)
     if backend.notice and echo:
         echo(backend.notice)
