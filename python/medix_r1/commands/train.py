@@ -66,6 +66,10 @@ def _train(args: argparse.Namespace) -> int:
         result = run_training(cfg, resume=args.resume)
     except FileExistsError as e:  # the output directory holds another run's checkpoints
         raise UserError(str(e)) from None
+    from medix_r1.train.trainer import is_reporting_process
+
+    if not is_reporting_process():
+        return 0
     print(
         f"medix: {result['steps']} steps done; adapter in {result['adapter']}, metrics in {result['metrics']}"
         + (f", chart {result['chart']}" if result["chart"] else "")

@@ -76,6 +76,15 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 
+SPAWNED_ENV = "MEDIX_SPAWNED_RANK"
+
+
+def is_reporting_process() -> bool:
+    """True in the one process that prints the final summary: a plain run, the launcher that spawned the
+    ranks itself, or rank 0 of an external launcher (torchrun, accelerate on GPUs)."""
+    return process_info()[0] == 0 and not os.environ.get(SPAWNED_ENV)
+
+
 def process_info() -> tuple[int, int]:
     """(rank, number of processes) under ``accelerate launch`` / torchrun, readable before any process group
     exists; (0, 1) for a plain run."""
@@ -153,6 +162,7 @@ def _spawn_processes(n: int) -> None:
             "LOCAL_WORLD_SIZE": str(n),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": port,
+            SPAWNED_ENV: "1",  # the launcher prints the final summary; the ranks do not
         }
         # One console report: the other ranks' stdout (per-step lines, summary) is the main one's twice.
         stdout = None if rank == 0 else subprocess.DEVNULL
