@@ -197,7 +197,11 @@ def test_real_unsloth_patch_composes(tmp_path: Path) -> None:
         "print([c.__name__ for c in cls.__mro__[:3]], trl.GRPOTrainer.__name__, before in cls.__mro__,\n"
         "      [n in cls.__dict__ for n in ('_calculate_rewards', '_generate_and_score_completions')])\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT / 'python'}"}
+    # medix_r1 as the tests import it (the installed wheel in CI, or PYTHONPATH of a dev checkout).
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     env.update(UNSLOTH_ALLOW_CPU="1", UNSLOTH_DISABLE_STATISTICS="1", HF_HUB_OFFLINE="1")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]

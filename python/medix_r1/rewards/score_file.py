@@ -134,11 +134,8 @@ def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | No
             problems.append(f"field `{name}` is missing")
         elif not isinstance(obj[name], str):
             problems.append(f"field `{name}` must be a string, got {type(obj[name]).__name__}")
-        elif (at := _lone_surrogate(obj[name])) is not None:
-            problems.append(
-                f"field `{name}` is not valid Unicode (lone surrogate U+{ord(obj[name][at]):04X} at "
-                f"character {at + 1})"
-            )
+        # A lone surrogate in `response`/`ground_truth` is left to the reward, which scores that row alone:
+        # the authors' 0.0 in reference mode, unscorable in strict mode, with the reason in `errors`.
     return obj, (f"{where}: {'; '.join(problems)}" if problems else None)
 
 
