@@ -9,9 +9,8 @@ import pickle
 import sys
 from pathlib import Path
 
-from medix_r1 import _native
 import pytest
-from medix_r1 import MedixInputError
+from medix_r1 import MedixInputError, _native
 from medix_r1.advantages import group_advantages
 from medix_r1.errors import DataError, GpuRequiredError, ResumeMismatchError
 from medix_r1.eval.io import check_meta
