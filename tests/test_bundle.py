@@ -327,7 +327,8 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
         "--find-links",
         str(house),
     ]
-    subprocess.run(create, env=env, check=True, capture_output=True)
+    r = subprocess.run(create, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     lap("bundle create")
     manifest = json.loads((b / MANIFEST).read_text())
     assert (
