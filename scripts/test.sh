@@ -16,6 +16,13 @@ maturin build --release --locked --quiet --zig --compatibility manylinux2014 --o
 twine check --strict dist/*.whl
 pip install --quiet --force-reinstall --no-deps dist/*.whl
 
+echo "== wheels: aarch64 manylinux2014 and x86-64 musllinux_1_2, cross-built with zig; tags and ELF machine checked"
+if rustup target add aarch64-unknown-linux-gnu x86_64-unknown-linux-musl >/dev/null 2>&1; then
+  bash scripts/cross-wheels.sh dist/cross
+else
+  echo "   skipped: rustup cannot install the two targets on this machine (no network to its servers)" >&2
+fi
+
 echo "== wheel: the base install is light (numpy + the native module) and works in a clean environment"
 base="$(mktemp -d)"; trap 'rm -rf "$base"' EXIT
 python -m venv "$base/venv"
