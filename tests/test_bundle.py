@@ -297,7 +297,6 @@ def test_offline_bundle_end_to_end(gguf_path: Path, minilm_hf_dir: Path, tmp_pat
     env = {
         **os.environ,
         **block_env,
-        "PYTHONPATH": str(ROOT / "python"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
