@@ -203,7 +203,9 @@ def test_real_unsloth_patch_composes(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     env.update(UNSLOTH_ALLOW_CPU="1", UNSLOTH_DISABLE_STATISTICS="1", HF_HUB_OFFLINE="1")
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+    p = subprocess.run(  # in tmp_path: Unsloth writes its compiled cache into the working directory
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]
     mro = "['MedixGRPOTrainer', 'UnslothGRPOTrainer', '_UnslothGRPOTrainer']"
