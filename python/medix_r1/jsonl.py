@@ -54,13 +54,11 @@ def _lines(path: Path) -> list[tuple[int, str | None, str]]:
     return out
 
 
-def read(path: str | Path) -> list[dict[str, Any]]:
-    """Every row of a JSONL input file (blank lines skipped). Raises DataError listing every line that is
-    not a UTF-8 JSON object, with line numbers (the first in ``.line``)."""
-    p = Path(path)
+def _collect(lines: list[tuple[int, str | None, str]]) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The JSON objects of ``lines`` (blank lines skipped) and the (line number, reason) of every bad one."""
     rows: list[dict[str, Any]] = []
     bad: list[tuple[int, str]] = []
-    for n, text, why_not in _lines(p):
+    for n, text, why_not in lines:
         if text is None:
             bad.append((n, why_not))
             continue
@@ -71,6 +69,14 @@ def read(path: str | Path) -> list[dict[str, Any]]:
             bad.append((n, why))
         else:
             rows.append(obj)
+    return rows, bad
+
+
+def read(path: str | Path) -> list[dict[str, Any]]:
+    """Every row of a JSONL input file (blank lines skipped). Raises DataError listing every line that is
+    not a UTF-8 JSON object, with line numbers (the first in ``.line``)."""
+    p = Path(path)
+    rows, bad = _collect(_lines(p))
     if bad:
         fix = "Fix or remove those lines."
         if any(why.startswith("not UTF-8") for _, why in bad):
@@ -86,22 +92,10 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return []
-    rows: list[dict[str, Any]] = []
-    bad: list[tuple[int, str]] = []
     lines = _lines(p)
-    for n, text, why_not in lines:
-        if n == len(lines) and (text is None or not text.endswith("\n")):
-            break  # written by a run that was killed mid-line; open_append() removes it
-        if text is None:
-            bad.append((n, why_not))
-            continue
-        if not text.strip():
-            continue
-        obj, why = _parse(text)
-        if obj is None:
-            bad.append((n, why))
-        else:
-            rows.append(obj)
+    if lines and (lines[-1][1] is None or not lines[-1][1].endswith("\n")):
+        lines = lines[:-1]  # written by a run that was killed mid-line; open_append() removes it
+    rows, bad = _collect(lines)
     if bad:
         raise _bad(
             p, bad, "The file was changed by something other than medix-r1: fix or delete those lines."
