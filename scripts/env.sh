@@ -4,7 +4,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${MEDIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/medix-r1}"
 python="${PYTHON:-python3}"
-key="$( (cat "$root/requirements/dev.lock"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+# llama-cpp-python is compiled here with the CMake arguments in requirements/llama-cmake-args (GGML_NATIVE=ON:
+# what `pip install "medix-r1[judge]"` builds on a user's machine, AMX included on an AMX CPU, so CI on any
+# machine tests what users get there; the run-time CPU decision in medix_r1.llm.cpu keeps it safe).
+llama_cmake="$(grep -v '^#' "$root/requirements/llama-cmake-args" | tr '\n' ' ')"
+key="$( (cat "$root/requirements/dev.lock"; echo "$llama_cmake"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
 venv="$cache/venv-$key"
 mkdir -p "$cache"
 # One builder at a time: a second shell sourcing this while the first builds waits for it (an unlocked
@@ -16,7 +20,11 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet -r "$root/requirements/dev.lock"
+  grep -v '^llama-cpp-python' "$root/requirements/dev.lock" > "$venv/lock-without-llama.txt"
+  "$venv/bin/pip" install --quiet -r "$venv/lock-without-llama.txt"
+  # Built from source with explicit arguments; --no-cache-dir because pip's wheel cache ignores CMAKE_ARGS.
+  CMAKE_ARGS="$llama_cmake" FORCE_CMAKE=1 "$venv/bin/pip" install --quiet --no-cache-dir --no-binary llama-cpp-python \
+    "$(grep '^llama-cpp-python' "$root/requirements/dev.lock" | cut -d' ' -f1)"
   touch "$venv/.complete"
 fi
 flock -u 9
