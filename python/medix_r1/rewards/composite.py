@@ -354,7 +354,9 @@ class CompositeReward:
     # -- scoring -----------------------------------------------------------------------------------------
     def score(self, responses: Sequence[str], ground_truths: Sequence[str]) -> list[dict[str, Any]]:
         """One dict per response: ``overall``, ``format``, ``accuracy_llm``, ``accuracy_embed``,
-        ``modality`` (float, or None when not applicable or unscorable) and ``errors`` (list of str)."""
+        ``modality`` (float, or None when not applicable or unscorable) and ``errors`` (list of str); and
+        ``truncated`` (the components scored on a prefix of a text longer than their model takes, e.g.
+        ``["accuracy_embed"]`` for an answer over ``MAX_EMBED_CHARS``) only when there are any."""
         responses = [str(r) for r in responses]
         ground_truths = [str(g) for g in ground_truths]
         n = len(responses)
@@ -390,8 +392,13 @@ class CompositeReward:
             else:
                 ask.append(i)
 
+        truncated: list[list[str]] = [[] for _ in range(n)]  # components scored on a prefix of the text
         llm = self._llm(st.answers, gt_answers, notes, decided, ask, errors) if self.has_judge else None
-        emb = self._embed(st.answers, gt_answers, notes, decided, ask, errors) if self.has_embedder else None
+        emb = (
+            self._embed(st.answers, gt_answers, notes, decided, ask, errors, truncated)
+            if self.has_embedder
+            else None
+        )
 
         weights = cfg.content_weights
         fw = cfg.format_weight
@@ -432,6 +439,8 @@ class CompositeReward:
                     "errors": errors[i],
                 }
             )
+            if truncated[i]:  # scored on a prefix of a text too long for the component's model
+                out[-1]["truncated"] = truncated[i]
         self.counters["items"] += n
         self.last_scores = out
         return out
@@ -485,6 +494,7 @@ class CompositeReward:
         decided: list[float | None],
         ask: list[int],
         errors: list[list[str]],
+        truncated: list[list[str]],
     ) -> list[float | None]:
         vals: list[float | None] = list(decided)
         for i, e in enumerate(notes):
@@ -502,8 +512,12 @@ class CompositeReward:
             threshold=ecfg.threshold,
             soft=ecfg.soft,
         )
+        from medix_r1.embed.accuracy import was_cut
+
         for i, a in zip(ask, acc.tolist()):
             vals[i] = float(a)
+            if was_cut(answers[i], gt_answers[i]):
+                truncated[i].append("accuracy_embed")
         return vals
 
     # -- TRL ---------------------------------------------------------------------------------------------

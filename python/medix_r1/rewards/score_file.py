@@ -552,6 +552,8 @@ def _flush(
         for k in COMPONENTS:
             row[k] = s[k]
         row["errors"] = s["errors"]
+        if "truncated" in s:
+            row["truncated"] = s["truncated"]
         if s["errors"]:
             result.unscorable += 1
         if s["overall"] is None:
