@@ -403,3 +403,44 @@ def test_connection_refused_says_how_to_start_a_judge():
     msg = str(e.value)
     assert "\n" not in msg and "connection refused" in msg and f"127.0.0.1:{port}" in msg
     assert f"medix judge serve --judge-model FILE.gguf --port {port}" in msg
+
+
+def test_attack_text_a_server_echoes_is_printed_escaped(faulty):
+    """A server's error text with terminal escape codes and a bidi override reaches the user escaped."""
+    handler, url = faulty
+    evil = "\x1b[2J\x1b]0;pwned\x07bad\u202eroivaheb \r\n"
+    handler.script = [(400, json.dumps({"error": {"message": evil}}).encode())]
+    with pytest.raises(BackendError) as e:
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
+    msg = str(e.value)
+    assert "\\x1b[2J\\x1b]0;pwned\\x07bad\\u202eroivaheb \\x0d\\x0a" in msg, msg
+    assert not any(c in msg for c in "\x1b\x07\u202e\r\n")
+    handler.script, handler.seen = [(400, b"\x1b[31mraw\x00")], 0
+    with pytest.raises(BackendError) as e:
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
+    assert "\\x1b[31mraw\\x00" in str(e.value) and "\x1b" not in str(e.value)
+
+
+def test_attack_a_key_in_the_url_is_never_recorded(faulty, tmp_path, capsys):
+    """`--judge-url ...?api_key=SECRET`: OUT.meta.json and the output hold no SECRET (userinfo and every
+    credential-looking query parameter are redacted from recorded URLs)."""
+    from medix_r1.cli import main
+    from medix_r1.llm.remote import redact_url
+
+    assert redact_url("https://u:pw@h:8/v1?api_key=S1&key=S2&x=1&access_token=S3&sig=S4") == (
+        "https://h:8/v1?api_key=REDACTED&key=REDACTED&x=1&access_token=REDACTED&sig=REDACTED"
+    )
+    handler, url = faulty
+    handler.script = [(200, _ok("YES"))]
+    inp = tmp_path / "in.jsonl"
+    row = {"response": "<X_RAY><think>x</think><answer>fracture</answer>", "ground_truth": "<X_RAY> femur"}
+    inp.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    argv += ["--judge-url", url + "?api_key=SECRET-in-query&token=SECRET2", "--judge-name", "m"]
+    main(argv)
+    captured = capsys.readouterr()
+    meta = (tmp_path / "out.jsonl.meta.json").read_text()
+    assert "REDACTED" in meta
+    for text in (meta, out.read_text(), captured.out, captured.err):
+        assert "SECRET" not in text

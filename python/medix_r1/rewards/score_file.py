@@ -199,7 +199,9 @@ def _judge_identity(reward: CompositeReward) -> Any:
     model, url = getattr(jc, "model", None), getattr(jc, "url", None)
     if model:
         return {"model": _file_identity(Path(model).expanduser())}
-    return {"url": url, "name": getattr(jc, "name", None)}
+    from medix_r1.llm.remote import redact_url
+
+    return {"url": None if url is None else redact_url(url), "name": getattr(jc, "name", None)}
 
 
 def _embed_identity(reward: CompositeReward) -> Any:
