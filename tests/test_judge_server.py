@@ -451,6 +451,16 @@ def test_attack_requests_beyond_the_slots_are_429_but_health_answers(model, monk
         keeper.close()
 
 
+def test_attack_30000_empty_messages_are_refused_before_any_tokenizing(model):
+    with JudgeServer(model, port=0, name=NAME).start() as srv:
+        body = json.dumps({"messages": [{"role": "user", "content": ""}] * 30_000, "max_tokens": 1}).encode()
+        t0 = time.perf_counter()
+        status, reply = http_post(srv.port, body)
+        print(f"\n30,000 empty messages: HTTP {status} in {time.perf_counter() - t0:.2f} s")
+        assert status == 400 and reply["error"]["code"] == "context_length_exceeded"
+        assert "30000 messages cannot fit the context of 1024" in reply["error"]["message"]
+
+
 def test_attack_per_address_connection_cap(model):
     """One address cannot take every connection: its third is refused, another address is served."""
     with JudgeServer(model, port=0, name=NAME, max_per_client=2, timeout=10).start() as srv:

@@ -444,3 +444,42 @@ def test_attack_a_key_in_the_url_is_never_recorded(faulty, tmp_path, capsys):
     assert "REDACTED" in meta
     for text in (meta, out.read_text(), captured.out, captured.err):
         assert "SECRET" not in text
+
+
+def _quadratic_scaffold(chat: LlamaCppChat, roles: tuple[str, ...]) -> list[list[int]]:
+    """The scaffold split as it was before issue 19 (a count and a split of the rest per message)."""
+    from medix_r1.llm.llamacpp import _SLOT
+
+    rest = chat.format_prompt([{"role": r, "content": _SLOT.format(i)} for i, r in enumerate(roles)])
+    pieces = []
+    for i in range(len(roles)):
+        before, rest = rest.split(_SLOT.format(i))
+        pieces.append(before)
+    pieces.append(rest)
+    return [chat.tokenize(p, special=True) for p in pieces]
+
+
+def test_attack_30000_empty_messages_build_in_linear_time(chat):
+    """The prompt of 30,000 empty messages is split from the template's rendering in one pass: the same
+    tokens as the old per-message split, measured against it here (printed, not asserted)."""
+    roles = (*(("user", "assistant")[i % 2] for i in range(40)), "user")
+    chat._scaffolds.clear()
+    assert chat._scaffold(roles) == _quadratic_scaffold(chat, roles)
+    msgs = [{"role": ("user", "assistant")[i % 2], "content": ""} for i in range(30_000)]
+    times = {}
+    for n in (3_000, 30_000):
+        chat._scaffolds.clear()
+        t0 = time.perf_counter()
+        tokens, starts = chat.chat_tokens(msgs[:n])
+        times[n] = time.perf_counter() - t0
+        assert len(starts) == n and len(tokens) > 3 * n
+    r = tuple(m["role"] for m in msgs[:10_000])
+    t0 = time.perf_counter()
+    _quadratic_scaffold(chat, r)
+    old = time.perf_counter() - t0
+    print(
+        f"\nchat_tokens of empty messages: 3,000 in {times[3_000]:.2f} s, 30,000 in {times[30_000]:.2f} s "
+        f"(x{times[30_000] / max(times[3_000], 1e-9):.1f} for x10 messages); the old split took {old:.2f} s "
+        "for the scaffold of 10,000"
+    )
+    chat._scaffolds.clear()

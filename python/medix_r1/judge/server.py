@@ -447,6 +447,13 @@ class JudgeServer:
         ``tokens`` is the prompt exactly as the model will get it."""
         if not isinstance(body, dict):
             raise _BadRequest("the request body must be a JSON object")
+        n_msgs = len(body["messages"]) if isinstance(body.get("messages"), list) else 0
+        if n_msgs > self.chat.llm.n_ctx():  # every message costs template tokens: this many cannot fit
+            raise _BadRequest(
+                f"{n_msgs} messages cannot fit the context of {self.chat.llm.n_ctx()} tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         messages = _messages(body)
         model = body.get("model")
         if model is not None and model != self.model_name:

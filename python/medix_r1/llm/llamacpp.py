@@ -9,6 +9,7 @@ grader, ``medix judge serve``, the evaluated policy) goes through it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ _VISION_HANDLERS = {
 # Stands for message i while the chat template is rendered. NUL cannot come from the template itself, and
 # message text is never rendered (it is spliced in as tokens), so no text can imitate a placeholder.
 _SLOT = "\x00\x1amedix-slot-{}\x1a\x00"
+_SLOT_RE = re.compile("\x00\x1amedix-slot-([0-9]+)\x1a\x00")
 
 
 def _text_only(messages: Sequence[dict]) -> bool:
@@ -184,18 +186,24 @@ class LlamaCppChat:
         if got is not None:
             return got
         rendered = self.format_prompt([{"role": r, "content": _SLOT.format(i)} for i, r in enumerate(roles)])
-        pieces, rest = [], rendered
-        for i in range(len(roles)):
-            slot = _SLOT.format(i)
-            if rest.count(slot) != 1:
+        # One pass over the rendering (a count and split per message was quadratic: 30,000 messages, 14 s):
+        # the placeholders must appear once each, in order.
+        pieces, pos = [], 0
+        found = _SLOT_RE.finditer(rendered)
+        for i in range(len(roles) + 1):
+            m = next(found, None)
+            if i == len(roles) and m is None:
+                break
+            if m is None or int(m[1]) != i:
+                j = i if i < len(roles) else int(m[1]) if m is not None else i
                 raise BackendError(
-                    f"{self.name}: its chat template rewrites, repeats or drops message {i} ({roles[i]}), so "
-                    "message text cannot be spliced in as plain tokens; use a model with a standard template "
-                    "or give it one with chat_format"
+                    f"{self.name}: its chat template rewrites, repeats or drops message {j} "
+                    f"({roles[j] if j < len(roles) else '?'}), so message text cannot be spliced in as plain "
+                    "tokens; use a model with a standard template or give it one with chat_format"
                 )
-            before, rest = rest.split(slot)
-            pieces.append(before)
-        pieces.append(rest)
+            pieces.append(rendered[pos : m.start()])
+            pos = m.end()
+        pieces.append(rendered[pos:])
         got = [self.tokenize(p, special=True) for p in pieces]
         if len(self._scaffolds) < 64:
             self._scaffolds[roles] = got
