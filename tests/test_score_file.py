@@ -557,3 +557,40 @@ def test_attack_a_64_mb_answer_is_scored_on_a_prefix_and_marked(tmp_path, minilm
     assert rows[1]["truncated"] == ["accuracy_embed"]
     assert "truncated" not in rows[0] and "truncated" not in rows[2]
     assert usage.ru_maxrss < 2 * 2**20  # KiB: under 2 GiB for a 64 MB row
+
+
+@pytest.mark.slow
+def test_attack_resuming_a_long_output_streams_it(tmp_path):
+    """Resuming an output of 300,000 rows reads it line by line: the resuming process's peak memory is
+    about that of resuming 30,000 rows (it held every row as a dict before: ~+200 MB here, ~1 GB at 1M)."""
+    import subprocess
+    import sys
+
+    from medix_r1.rewards.score_file import score_file
+
+    peaks = {}
+    for n in (30_000, 300_000):
+        inp, out = tmp_path / f"in{n}.jsonl", tmp_path / f"out{n}.jsonl"
+        with open(inp, "w", encoding="utf-8") as f:
+            for i in range(n):
+                f.write(
+                    json.dumps({"id": f"r{i}", "response": GOOD.format(f"a{i}"), "ground_truth": GT}) + "\n"
+                )
+        score_file(inp, out, batch_size=20_000, progress=False)  # format-only: no models
+        code = (
+            "import resource, sys; from medix_r1.rewards.score_file import score_file; "
+            "r = score_file(sys.argv[1], sys.argv[2], progress=False); "
+            "print(r.skipped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(inp), str(out)],
+            env=_subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        skipped, peak = map(int, done.stdout.split())
+        assert skipped == n
+        peaks[n] = peak / 1024
+    print(f"\nresume peak RSS: 30,000 rows {peaks[30_000]:.0f} MiB, 300,000 rows {peaks[300_000]:.0f} MiB")
+    assert peaks[300_000] - peaks[30_000] < 40  # MiB; streaming: independent of the row count
