@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--llama-cmake-args",
         metavar="ARGS",
-        help='CMAKE_ARGS for the llama-cpp-python wheel (default "-DGGML_NATIVE=OFF"; e.g. "-DGGML_CUDA=on")',
+        help="CMAKE_ARGS for the llama-cpp-python wheel (default: portable x86-64 with AVX2, no AVX-512/AMX: "
+        '"-DGGML_NATIVE=OFF -DGGML_AVX2=ON ... -DGGML_AMX_INT8=OFF", see bundle/wheels.py; '
+        'e.g. "-DGGML_CUDA=on")',
     )
     c.add_argument("--llama-wheel", metavar="FILE", help="a llama-cpp-python wheel built elsewhere")
     c.add_argument("--medix-wheel", metavar="FILE", help="medix-r1's wheel (default: built with maturin)")
