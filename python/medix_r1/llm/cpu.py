@@ -391,18 +391,19 @@ def prepare_runtime(requested_threads: int | None = None) -> ThreadPlan:
 
 # -- opening a model --------------------------------------------------------------------------------------
 
-_plans: dict[str, CpuPlan] = {}
+_plans: dict[tuple[str, str], CpuPlan] = {}
 
 
 def cpu_plan(configured: str | None = None) -> CpuPlan:
     """The extra-buffers decision for ``configured`` (a YAML/CLI value; the environment overrides), logged
     once per process."""
     req = requested_extra_buffers(configured)
+    key = (req, os.environ.get(ENV_CPUINFO, ""))
     with _lock:
-        plan = _plans.get(req)
+        plan = _plans.get(key)
         if plan is None:
             prepare_runtime()
-            plan = _plans[req] = decide_extra_buffers(req)
+            plan = _plans[key] = decide_extra_buffers(req)
     _log_once(plan.line())
     return plan
 
@@ -587,7 +588,7 @@ def canary(
     return CanaryResult(False, str(path), extra_buffers, name, cause, fix, detail, seconds=dt)
 
 
-_checked: dict[tuple[str, str, int], CanaryResult] = {}
+_checked: dict[tuple[str, bool, int, str], CanaryResult] = {}
 
 
 def ensure_canary(
@@ -598,7 +599,7 @@ def ensure_canary(
     them off; if that passes, they stay off for this model (logged). A crash that remains raises
     :class:`LlamaCrashError` (one line: signal, cause, fix)."""
     plan = cpu_plan(extra_buffers)
-    key = (str(Path(model_path).expanduser().resolve()), plan.requested, n_gpu_layers)
+    key = (str(Path(model_path).expanduser().resolve()), plan.extra_buffers, n_gpu_layers, str(_cache_dir()))
     with _lock:
         got = _checked.get(key)
     if got is not None:
