@@ -361,10 +361,22 @@ class RemoteJudge(_CachingJudge):
         return [v if v is not None else Verdict(None, error=f"{self.client.url}: no reply") for v in out]
 
 
-def make_judge(config: JudgeConfig) -> Judge:
+def make_judge(config: JudgeConfig, *, supervised: bool = False) -> Judge:
     """The judge ``config`` describes, on the backend :func:`~medix_r1.llm.open_backend` builds from it (a
-    missing GGUF raises MissingModelError)."""
+    missing GGUF raises MissingModelError). ``supervised``: a local GGUF judge runs in a worker process
+    (:class:`~medix_r1.judge.supervised.SupervisedJudge`), so a native crash is an outage, not the end of
+    the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging)."""
+    if supervised and config.model and not config.url and _may_supervise():
+        from medix_r1.judge.supervised import SupervisedJudge
+
+        return SupervisedJudge(config)
     backend = open_backend(config)
     if isinstance(backend, LlamaCppChat):
         return LocalJudge(backend, cache_size=config.cache_size)
     return RemoteJudge(backend, cache_size=config.cache_size)
+
+
+def _may_supervise() -> bool:
+    import os
+
+    return os.name == "posix" and os.environ.get("MEDIX_JUDGE_IN_PROCESS", "") not in ("1", "true", "yes")

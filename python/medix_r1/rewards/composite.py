@@ -335,11 +335,12 @@ class CompositeReward:
 
     @property
     def judge(self) -> Any:
-        """The judge, built on first use (None when not configured)."""
+        """The judge, built on first use (None when not configured). A local GGUF judge runs in a supervised
+        worker process: a native crash there is a judge outage, not the end of the run."""
         if self._judge is None and self.config.judge is not None:
             from medix_r1.judge import make_judge
 
-            self._judge = make_judge(self.config.judge)
+            self._judge = make_judge(self.config.judge, supervised=True)
         return self._judge
 
     @property
