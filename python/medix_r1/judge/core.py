@@ -361,10 +361,20 @@ class RemoteJudge(_CachingJudge):
         return [v if v is not None else Verdict(None, error=f"{self.client.url}: no reply") for v in out]
 
 
-def make_judge(config: JudgeConfig) -> Judge:
+def make_judge(config: JudgeConfig, *, rule: str = "strict", logprobs: bool = False) -> Judge:
     """The judge ``config`` describes, on the backend :func:`~medix_r1.llm.open_backend` builds from it (a
-    missing GGUF raises MissingModelError)."""
+    missing GGUF raises MissingModelError). ``rule="reference"``: the authors' verdict rule
+    (:class:`~medix_r1.judge.reference.ReferenceJudge`; ``logprobs`` asks a server for P(YES) too). A server
+    judge's model name is checked against the server's ``/models`` list here, once."""
+    if rule not in ("strict", "reference"):
+        raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
     backend = open_backend(config)
+    if isinstance(backend, OpenAIChat):
+        backend.check_model()
+    if rule == "reference":
+        from medix_r1.judge.reference import ReferenceJudge
+
+        return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs)
     if isinstance(backend, LlamaCppChat):
         return LocalJudge(backend, cache_size=config.cache_size)
     return RemoteJudge(backend, cache_size=config.cache_size)
