@@ -361,16 +361,29 @@ class RemoteJudge(_CachingJudge):
         return [v if v is not None else Verdict(None, error=f"{self.client.url}: no reply") for v in out]
 
 
-def make_judge(config: JudgeConfig, *, supervised: bool = False) -> Judge:
+def make_judge(
+    config: JudgeConfig, *, supervised: bool = False, rule: str = "strict", logprobs: bool = False
+) -> Judge:
     """The judge ``config`` describes, on the backend :func:`~medix_r1.llm.open_backend` builds from it (a
     missing GGUF raises MissingModelError). ``supervised``: a local GGUF judge runs in a worker process
     (:class:`~medix_r1.judge.supervised.SupervisedJudge`), so a native crash is an outage, not the end of
-    the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging)."""
-    if supervised and config.model and not config.url and _may_supervise():
+    the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging).
+    ``rule="reference"``: the authors' verdict rule (:class:`~medix_r1.judge.reference.ReferenceJudge`;
+    ``logprobs`` asks a server for P(YES) too; in-process only for now). A server judge's model name is
+    checked against the server's ``/models`` list here, once."""
+    if rule not in ("strict", "reference"):
+        raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
+    if supervised and rule == "strict" and config.model and not config.url and _may_supervise():
         from medix_r1.judge.supervised import SupervisedJudge
 
         return SupervisedJudge(config)
     backend = open_backend(config)
+    if isinstance(backend, OpenAIChat):
+        backend.check_model()
+    if rule == "reference":
+        from medix_r1.judge.reference import ReferenceJudge
+
+        return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs)
     if isinstance(backend, LlamaCppChat):
         return LocalJudge(backend, cache_size=config.cache_size)
     return RemoteJudge(backend, cache_size=config.cache_size)

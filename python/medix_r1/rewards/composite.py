@@ -8,11 +8,14 @@ an unscorable one is also recorded in ``errors``. Nothing unscorable is ever a s
 
 ``mode="reference"`` gives the authors' numbers (training/examples/reward_function/medical.py of
 mbzuai-oryx/MediX-R1) for every input, in their floating-point order: the ground truth's answer is the text
-after its first ``>``, stripped of whitespace and then of periods; where their code fails on an input (a
-ground truth without ``>``; an empty ground-truth answer, or text with a lone surrogate, that their judge
-and embedder calls cannot take) both accuracies are their 0.0, with the reason recorded in ``errors``. A
-judge that fails for an item (outage, refusal) stays unscorable in both modes: their 0.0 there is a flaw,
-not a rule.
+after its first ``>``, stripped of whitespace and then of periods, and the judge is asked their question and
+read their way (:mod:`medix_r1.judge.reference`: their prompt, at most 4 tokens at temperature 0, YES iff the
+reply contains "YES"; ``soft_judge`` still gives P(YES)). A ground truth that is only a tag (``<X_RAY>``)
+has an empty answer, which their code sends to the judge and embeds like any other (so does reference mode).
+Where their code raises (a ground truth without ``>``; an answer or ground truth with a lone surrogate, which
+neither the judge's nor the embedder's tokenizer takes) both accuracies are their 0.0, with the reason
+recorded in ``errors``. A judge that fails for an item (outage, HTTP error, context overflow) stays
+unscorable in both modes: their 0.0 there is a flaw, not a rule.
 """
 
 from __future__ import annotations
@@ -79,7 +82,10 @@ class RewardConfig:
 
     mode: str = field(
         default="strict",
-        metadata={"help": "strict (this project's parser) or reference (the authors' code, bit for bit)"},
+        metadata={
+            "help": "strict (this project's parser and judge question) or reference (the authors' reward "
+            "code: their parsing, judge prompt and reading of the judge's reply)"
+        },
     )
     format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward (paper: 0.1)"})
     llm_weight: float = field(
@@ -105,7 +111,8 @@ class RewardConfig:
         },
     )
     soft_judge: bool = field(
-        default=False, metadata={"help": "use the judge's P(YES) instead of its 0/1 decision"}
+        default=False,
+        metadata={"help": "use the judge's P(YES) (of its first reply token) instead of its 0/1 decision"},
     )
     max_unscorable_fraction: float = field(
         default=0.5,
@@ -222,22 +229,19 @@ def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], lis
     """The answer part of each ground truth, and why it cannot be used (None when it can)."""
     if mode == "reference":
         # The authors' code: the text after the first ">", stripped, then stripped of periods; without a ">"
-        # their code raises and scores both accuracies 0.0.
+        # their code raises and scores both accuracies 0.0. An empty answer (a ground truth that is only a
+        # tag) is not an error there: it goes to the judge and the embedder like any other.
         answers: list[str] = []
         errs: list[str | None] = []
         for g in ground_truths:
             _, sep, rest = g.partition(">")
-            answer = rest.strip().strip(".")
-            answers.append(answer)
-            if not sep:
-                errs.append(
-                    "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
-                    "authors' code does)"
-                )
-            elif not answer:
-                errs.append("ground truth has no answer after its tag (scored 0.0 as the authors' code does)")
-            else:
-                errs.append(None)
+            answers.append(rest.strip().strip("."))
+            errs.append(
+                None
+                if sep
+                else "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
+                "authors' code does)"
+            )
         return answers, errs
     parsed = parse_ground_truths(ground_truths)
     answers = [text for _, text in parsed]
@@ -340,7 +344,14 @@ class CompositeReward:
         if self._judge is None and self.config.judge is not None:
             from medix_r1.judge import make_judge
 
-            self._judge = make_judge(self.config.judge, supervised=True)
+            # Reference mode asks the authors' question and reads the reply their way; a local strict-mode
+            # judge runs supervised (a native crash is an outage, not the end of the run).
+            self._judge = make_judge(
+                self.config.judge,
+                supervised=True,
+                rule=self.config.mode,
+                logprobs=self.config.soft_judge,
+            )
         return self._judge
 
     @property
