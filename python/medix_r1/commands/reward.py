@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score a JSONL file of {response, ground_truth} rows",
         description="Score each {response, ground_truth} row with format, modality, LLM-judge accuracy and "
         "embedding accuracy. Without --judge-* / --embed-model those components do not apply and only "
-        "format and modality are scored. Rerunning with the same --output resumes after the rows already "
+        "format and modality are scored. Custom components come from --config (`extra: [{function: "
+        "path/to/file.py:function, weight: 0.2}]`): each is a column named after its function, and a "
+        "share of overall. Rerunning with the same --output resumes after the rows already "
         "there (what produced it is recorded in OUTPUT.meta.json; a rerun with another input or "
         "configuration is refused). Bad rows are written with null scores and an error naming file:line; "
         "the exit status is 0 unless every row failed (1).",
@@ -158,7 +160,7 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
 
 def _score(args: argparse.Namespace) -> int:
     from medix_r1.cli import UserError
-    from medix_r1.errors import BackendError, JudgeFailedError, MissingModelError
+    from medix_r1.errors import BackendError, JudgeFailedError, MissingModelError, RewardComponentError
     from medix_r1.rewards.score_file import ResumeMismatchError, score_file
 
     if args.batch_size < 1:
@@ -180,7 +182,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UserError(
             f"{e} (install the judge/embed extras: pip install 'medix-r1[judge,embed]')"
         ) from None
-    except (JudgeFailedError, BackendError) as e:
+    except (JudgeFailedError, BackendError, RewardComponentError) as e:
         raise UserError(f"{e}. Rows written so far are kept in {args.output}; rerun to resume.") from None
     parts = [f"{res.rows} rows in {args.output}"]
     if res.skipped:
