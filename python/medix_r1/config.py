@@ -26,6 +26,8 @@ __all__ = [
     "add_override_options",
     "apply_overrides",
     "bad_value",
+    "load_yaml",
+    "short",
     "build",
     "check_fields",
     "collect_overrides",
@@ -62,9 +64,124 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+SHORT = 80  # characters of a value quoted in an error message
+
+
+def short(value: Any, limit: int = SHORT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an error message quotes a value, never a whole file);
+    a huge container is summarised without being rendered in full."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        value = value[: 4 * limit]
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<nested {type(value).__name__}>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def bad_value(key: str, value: Any, allowed: str) -> ConfigError:
-    """The one ConfigError shape: ``key: got VALUE; allowed: ALLOWED``."""
-    return ConfigError(f"{key}: got {value!r}; allowed: {allowed}", key=key, value=value, allowed=allowed)
+    """The one ConfigError shape: ``key: got VALUE; allowed: ALLOWED`` (the value cut short)."""
+    return ConfigError(
+        f"{key}: got {short(value)}; allowed: {allowed}", key=key, value=value, allowed=allowed
+    )
+
+
+# -- YAML, bounded -----------------------------------------------------------------------------------------
+
+MAX_YAML_BYTES = 4 << 20  # a config or task file larger than this is refused unread
+MAX_YAML_ALIASES = 1000  # aliases (*name) in one document
+MAX_YAML_NODES = 200_000  # nodes of the document with every alias expanded
+MAX_YAML_CHARS = 16 << 20  # scalar characters of the document with every alias expanded
+
+
+def _expanded_size(root: Any, where: str) -> None:
+    """Refuse a composed YAML node graph whose alias-expanded size passes the bounds, before any Python
+    object is built (a "billion laughs" file is a few hundred bytes and expands to gigabytes)."""
+    import yaml
+
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, chars) when expanded
+    on_path: set[int] = set()
+    aliases = 0
+
+    def walk(node: Any) -> tuple[int, int]:
+        nonlocal aliases
+        key = id(node)
+        if key in sizes:
+            aliases += 1  # a node reached again: an alias (or a merge of one)
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(
+                    f"{where}: more than {MAX_YAML_ALIASES} YAML aliases; write the values out",
+                    value=where,
+                    allowed=f"<= {MAX_YAML_ALIASES} aliases",
+                )
+            return sizes[key]
+        if key in on_path:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (recursive structure)", value=where)
+        if isinstance(node, yaml.ScalarNode):
+            out = (1, len(node.value))
+        else:
+            on_path.add(key)
+            n, c = 1, 0
+            children = (
+                [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
+            )
+            for child in children:
+                cn, cc = walk(child)
+                n, c = n + cn, c + cc
+                if n > MAX_YAML_NODES or c > MAX_YAML_CHARS:
+                    raise ConfigError(
+                        f"{where}: the YAML expands to more than {MAX_YAML_NODES} values or "
+                        f"{MAX_YAML_CHARS >> 20} MiB of text (aliases nested too deep?)",
+                        value=where,
+                        allowed=f"<= {MAX_YAML_NODES} values after alias expansion",
+                    )
+            on_path.discard(key)
+            out = (n, c)
+        sizes[key] = out
+        return out
+
+    walk(root)
+
+
+def load_yaml(source: str | Path, *, text: str | None = None) -> Any:
+    """One YAML document read safely and within bounds: file size, alias count and alias-expanded size are
+    checked on the composed node graph before any object is built; plain tags only (no ``!!python/...``).
+    A bad file raises ConfigError naming it, with no more than a short quote of its content."""
+    import yaml
+
+    where = str(source)
+    if text is None:
+        p = Path(source)
+        if not p.is_file():
+            raise ConfigError(f"file not found: {p}", value=where)
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"{p}: {size} bytes; a YAML file may have at most {MAX_YAML_BYTES >> 20} MiB", value=where
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})", value=where) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        why = " ".join(str(e).split())  # one line
+        why = why if len(why) <= 300 else why[:297] + "..."
+        raise ConfigError(f"{where}: not valid YAML: {why}", value=where) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply", value=where) from None
+    finally:
+        loader.dispose()
 
 
 # -- annotations -------------------------------------------------------------------------------------------

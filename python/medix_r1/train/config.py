@@ -278,17 +278,12 @@ SECTIONS: dict[str, type] = {
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run file (or nothing: all defaults), apply overrides, convert and check every value."""
-    import yaml
-
     d: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}", value=str(p))
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}", value=str(p)) from None
+        d = _cfg.load_yaml(p) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections", value=str(p))
     apply_overrides(d, overrides or [])
