@@ -98,3 +98,75 @@ def test_error_quotes_a_long_value_cut_short(tmp_path: Path):
     assert len(str(e.value)) < 300 and "train.max_steps" in str(e.value)
     r = _medix("train", "--config", str(f), "--train.seed=" + "y" * 100_000)
     assert r.returncode == 2 and len(r.stderr) < 2000, r.stderr[:500]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("--train.learning_rate=1e999", "train.learning_rate"),
+        ("--algo.temperature=inf", "algo.temperature"),
+        ("--algo.epsilon=1e400", "algo.epsilon"),
+        ("--train.max_grad_norm=.inf", "train.max_grad_norm"),
+        ("--train.judge_retry_wait=nan", "train.judge_retry_wait"),
+        ("--reward.judge.timeout=.inf", "reward.judge.timeout"),
+        ("--reward.judge.timeout=1e300", "reward.judge.timeout"),
+        ("--reward.llm_weight=1e308", "reward.llm_weight"),
+        ("--reward.format_weight=-0.1", "reward.format_weight"),
+    ],
+)
+def test_non_finite_and_huge_numbers_are_refused(override: str, key: str):
+    extra = ["--reward.judge.url=http://127.0.0.1:9/v1", "--reward.judge.name=j"] if "judge." in key else []
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [*extra, override])
+    assert e.value.key == key, str(e.value)
+
+
+def test_a_field_may_allow_infinity():
+    from dataclasses import dataclass
+
+    from medix_r1.config import build, option
+
+    @dataclass
+    class Limits:
+        budget: float = option(1.0, "seconds; .inf: no limit", gt=0, allow_inf=True)
+        rate: float = option(1.0, "finite", gt=0)
+
+    assert build(Limits, {"budget": ".inf"}).budget == math.inf
+    assert build(Limits, {"budget": float("inf")}).budget == math.inf
+    with pytest.raises(ConfigError, match="budget"):
+        build(Limits, {"budget": float("nan")})
+    with pytest.raises(ConfigError, match="a finite number"):
+        build(Limits, {"rate": float("inf")})
+
+
+def test_judge_timeout_inf_in_a_reward_file_exits_2(tmp_path: Path):
+    f = tmp_path / "reward.yaml"
+    f.write_text("judge: {url: 'http://127.0.0.1:9/v1', name: j, timeout: .inf}\n")
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    r = _medix(
+        "reward", "score", "--config", str(f), "--input", str(tmp_path / "in.jsonl"),
+        "--output", str(tmp_path / "out.jsonl"),
+    )  # fmt: skip
+    assert r.returncode == 2 and "judge.timeout" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_jsonl_writers_never_write_infinity_or_nan(tmp_path: Path):
+    from medix_r1 import jsonl
+    from medix_r1.rewards.score_file import _encode
+
+    row = {"overall": math.inf, "format": 1.0, "nested": {"x": [math.nan, 2.0]}, "errors": ["earlier"]}
+    for line in (jsonl.dumps(row), _encode(row).decode()):
+        got = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} written"))
+        assert got["overall"] is None and got["format"] == 1.0 and got["nested"]["x"] == [None, 2.0]
+        assert got["errors"][0] == "earlier" and any("overall was inf" in e for e in got["errors"])
+    with jsonl.open_append(tmp_path / "log.jsonl") as f:
+        jsonl.append_row(f, {"score": -math.inf})
+    [back] = jsonl.read_rows(tmp_path / "log.jsonl")
+    assert back["score"] is None and "score was -inf" in back["errors"][0]
+    assert jsonl.dumps({"a": 1.5}) == '{"a": 1.5}'
+
+
+def test_an_override_is_never_an_abbreviation(tmp_path: Path):
+    r = _medix("train", "--train.max_step=7", "--plan")
+    assert r.returncode == 2 and "--train.max_step=7" in r.stderr, r.stderr
+    assert _medix("train", "--train.max_steps=7", "--plan").returncode == 0

@@ -89,7 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load_yaml(path: str) -> dict:
     from medix_r1.cli import UserError
-
     from medix_r1.config import load_yaml
     from medix_r1.errors import ConfigError
 
