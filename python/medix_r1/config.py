@@ -374,7 +374,7 @@ def _infinite(value: Any) -> float | None:
 
 def _convert_field(f: dataclasses.Field, value: Any, tp: Any, key: str) -> Any:
     """:func:`convert` for field ``f``, then its bounds."""
-    meta = f.metadata or {}
+    meta: Mapping[str, Any] = f.metadata or {}
     inf = _infinite(value) if meta.get("allow_inf") else None
     new = inf if inf is not None else convert(value, tp, key)
     bounds = meta.get("bounds")

@@ -16,7 +16,7 @@ are logged from ``last_scores``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.judge import JudgeConfig
@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 
-def _mode(mode: str) -> str:
-    if mode not in ("strict", "reference"):
-        raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
-    return mode
+def _mode(mode: str) -> Literal["strict", "reference"]:
+    if mode == "strict" or mode == "reference":
+        return mode
+    raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
 
 
 class FormatReward:
