@@ -39,8 +39,10 @@ __all__ = [
 
 
 def _mode(mode: str) -> Literal["strict", "reference"]:
-    if mode == "strict" or mode == "reference":
-        return mode
+    if mode == "strict":
+        return "strict"
+    if mode == "reference":
+        return "reference"
     raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
 
 
