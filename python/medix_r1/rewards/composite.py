@@ -24,13 +24,13 @@ unscorable in both modes: their 0.0 there is a flaw, not a rule.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from medix_r1.config import bad_value, build, check_fields, option
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.errors import JudgeFailedError
 from medix_r1.judge import JudgeConfig
@@ -74,85 +74,77 @@ def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def _weight(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
+MAX_WEIGHT = 1000.0  # a content weight above this is refused (their sum must stay finite)
+
+
+def weights_shorthand(d: dict[str, Any]) -> dict[str, Any]:
+    """``weights: "format=0.1,llm=0.575,..."`` (or a mapping) in a reward mapping -> the weight fields."""
+    weights = d.pop("weights", None)
+    if weights is not None:
+        try:
+            d.update(parse_weights(weights))
+        except ValueError as e:
+            raise bad_value(
+                "reward.weights", weights, f"NAME=NUMBER pairs of {', '.join(_WEIGHT_KEYS)}"
+            ) from e
+    return d
 
 
 @dataclass
 class RewardConfig:
     """How the composite reward is computed; ``RewardConfig.from_dict`` reads the YAML form."""
 
-    mode: str = field(
-        default="strict",
-        metadata={
-            "help": "strict (this project's parser and judge question) or reference (the authors' reward "
-            "code: their parsing, judge prompt and reading of the judge's reply)"
-        },
+    mode: Literal["strict", "reference"] = option(
+        "strict",
+        "strict (this project's parser and judge question) or reference (the authors' reward code: their "
+        "parsing, judge prompt and reading of the judge's reply)",
     )
-    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward (paper: 0.1)"})
-    llm_weight: float = field(
-        default=0.575, metadata={"help": "content weight of the LLM-judge accuracy (paper: 0.575)"}
+    format_weight: float = option(0.1, "weight of the format reward (paper: 0.1)", ge=0, le=1)
+    llm_weight: float = option(
+        0.575, "content weight of the LLM-judge accuracy (paper: 0.575)", ge=0, le=MAX_WEIGHT
     )
-    embed_weight: float = field(
-        default=0.375, metadata={"help": "content weight of the embedding accuracy (paper: 0.375)"}
+    embed_weight: float = option(
+        0.375, "content weight of the embedding accuracy (paper: 0.375)", ge=0, le=MAX_WEIGHT
     )
-    modality_weight: float = field(
-        default=0.05, metadata={"help": "content weight of the modality reward (paper: 0.05)"}
+    modality_weight: float = option(
+        0.05, "content weight of the modality reward (paper: 0.05)", ge=0, le=MAX_WEIGHT
     )
-    judge: JudgeConfig | None = field(
-        default=None, metadata={"help": "the YES/NO judge (None: LLM accuracy not applicable)"}
+    judge: JudgeConfig | None = option(None, "the YES/NO judge (None: LLM accuracy not applicable)")  # noqa: RUF009
+    embed: EmbedConfig | None = option(None, "the embedding model (None: embedding accuracy not applicable)")  # noqa: RUF009
+    judge_report: str | None = option(
+        None,
+        "report.json written by `medix judge validate` for this judge; without a passing one for the same "
+        "judge, `medix train` and `medix demo` print a warning",
     )
-    embed: EmbedConfig | None = field(
-        default=None, metadata={"help": "the embedding model (None: embedding accuracy not applicable)"}
+    soft_judge: bool = option(
+        False, "use the judge's P(YES) (of its first reply token) instead of its 0/1 decision"
     )
-    judge_report: str | None = field(
-        default=None,
-        metadata={
-            "help": "report.json written by `medix judge validate` for this judge; without a passing one "
-            "for the same judge, `medix train` and `medix demo` print a warning"
-        },
+    max_unscorable_fraction: float = option(
+        0.5, "raise JudgeFailedError when more than this share of a batch's judged items fail", ge=0, le=1
     )
-    soft_judge: bool = field(
-        default=False,
-        metadata={"help": "use the judge's P(YES) (of its first reply token) instead of its 0/1 decision"},
-    )
-    max_unscorable_fraction: float = field(
-        default=0.5,
-        metadata={"help": "raise JudgeFailedError when more than this share of a batch's judged items fail"},
-    )
-    extra: list[dict[str, Any]] = field(
-        default_factory=list,
-        metadata={
-            "help": "custom components: [{function: 'path/to/file.py:function', weight: W}, ...]; each "
-            "applicable one takes its weight as a share of overall (see README, Custom reward components)"
-        },
+    extra: list[dict[str, Any]] = option(  # noqa: RUF009
+        help="custom components: [{function: 'path/to/file.py:function', weight: W}, ...]; each "
+        "applicable one takes its weight as a share of overall (see README, Custom reward components)",
+        factory=list,
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.format_weight = _weight("format_weight", self.format_weight)
-        if self.format_weight > 1:
-            raise ValueError(f"format_weight must be in [0, 1], got {self.format_weight}")
-        for name in ("llm_weight", "embed_weight", "modality_weight"):
-            setattr(self, name, _weight(name, getattr(self, name)))
-        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
-            raise ValueError("at least one of llm_weight, embed_weight, modality_weight must be > 0")
+        check_fields(self, "reward")
         if isinstance(self.judge, Mapping):
-            self.judge = JudgeConfig(**self.judge)
+            self.judge = build(JudgeConfig, self.judge, "reward.judge")
         if isinstance(self.embed, Mapping):
             self.embed = EmbedConfig.from_dict(dict(self.embed))
         if self.embed is not None and self.embed.model is None:
             self.embed = None  # an embed section without a model configures nothing
         if self.judge_report is not None:
             self.judge_report = str(self.judge_report)
-        f = self.max_unscorable_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
-            raise ValueError(f"max_unscorable_fraction must be in [0, 1], got {f!r}")
-        self.max_unscorable_fraction = float(f)
         self.extra = check_specs(self.extra)
+        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
+            raise bad_value(
+                "reward.llm_weight",
+                self.llm_weight,
+                "> 0 for at least one of llm_weight, embed_weight, modality_weight (format_weight < 1)",
+            )
 
     @property
     def content_weights(self) -> dict[str, float]:
@@ -162,19 +154,8 @@ class RewardConfig:
     def from_dict(cls, d: Mapping[str, Any] | None) -> RewardConfig:
         """From a (YAML) mapping: nested ``judge:`` / ``embed:`` sections, and ``weights:`` either as a
         mapping or as the CLI string ``"format=0.1,llm=0.575,embed=0.375,modality=0.05"``."""
-        d = dict(d or {})
-        weights = d.pop("weights", None)
-        if weights is not None:
-            d.update(parse_weights(weights))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(known | {'weights'})}")
-        return cls(**d)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata["help"] for f in fields(cls)}
+        cfg: RewardConfig = build(cls, d, "reward", prepare={"reward": weights_shorthand})
+        return cfg
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medix_r1 import errors
+from medix_r1 import errors, jsonl
 from medix_r1.rewards.composite import COMPONENTS, CompositeReward, RewardConfig
 
 __all__ = ["META_SUFFIX", "ScoreFileResult", "meta_path", "score_file"]
@@ -360,11 +360,12 @@ def _existing_rows(
 
 
 def _encode(row: dict[str, Any]) -> bytes:
+    # A non-finite number is written as null with the reason in ``errors`` (Infinity/NaN are not JSON).
     try:
-        return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+        return jsonl.dumps(row).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate in some field: \\u escapes keep it exactly, in valid UTF-8.
-        return json.dumps(row).encode("ascii") + b"\n"
+        return jsonl.dumps(row, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:

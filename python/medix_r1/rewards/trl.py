@@ -21,7 +21,7 @@ and its ``__name__`` is that component's ``trl_name``. :class:`CustomReward` wra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.judge import JudgeConfig
@@ -48,10 +48,12 @@ __all__ = [
 ]
 
 
-def _mode(mode: str) -> str:
-    if mode not in ("strict", "reference"):
-        raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
-    return mode
+def _mode(mode: str) -> Literal["strict", "reference"]:
+    if mode == "strict":
+        return "strict"
+    if mode == "reference":
+        return "reference"
+    raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
 
 
 class SplitReward:
