@@ -88,8 +88,10 @@ class LlamaCppChat:
         seed: int = 0,
         chat_format: str | None = None,
         clip_model_path: str | Path | None = None,
+        lora_path: str | Path | None = None,
     ) -> None:
         path = check_model_path(model_path, "llama.cpp model", GGUF_HOW)
+        lora = None if lora_path is None else check_model_path(lora_path, "llama.cpp LoRA adapter", GGUF_HOW)
         if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
             warnings.warn(
                 "OMP_WAIT_POLICY=PASSIVE is set: llama.cpp's OpenMP threads then sleep at the barrier after "
@@ -122,6 +124,7 @@ class LlamaCppChat:
                 seed=seed,
                 chat_format=None if chat_handler is not None else chat_format,
                 chat_handler=chat_handler,
+                lora_path=None if lora is None else str(lora),
                 verbose=False,
             )
         except Exception as e:  # llama.cpp reports a bad file as a bare ValueError
