@@ -178,6 +178,28 @@ def _default_dtype(base: Path) -> str:
     return d if d in ("bfloat16", "float16") else "bfloat16"
 
 
+def _plain_byte_level(tokenizer_json: Path) -> bool:
+    """Make a byte-level BPE tokenizer that also claims SentencePiece byte fallback plain byte-level again.
+
+    transformers' GGUF reader (how the demo's policy became a checkpoint) writes GPT-2-style byte-level BPE
+    tokenizers with ``byte_fallback`` and SentencePiece's decoder steps. Byte-level BPE covers every byte,
+    so neither ever acts and the tokenizer's behaviour is unchanged; but llama.cpp's converter reads the flag
+    as "a SentencePiece-style Llama vocabulary", writes the wrong vocabulary type, and llama.cpp aborts on
+    the first tokenization. True when the file was changed."""
+    if not tokenizer_json.is_file():
+        return False
+    t = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    model, pre = t.get("model") or {}, t.get("pre_tokenizer") or {}
+    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    byte_level = [x for x in pres if isinstance(x, dict) and x.get("type") == "ByteLevel"]
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or not byte_level:
+        return False
+    model["byte_fallback"] = False
+    t["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tokenizer_json.write_text(json.dumps(t, ensure_ascii=False), encoding="utf-8")
+    return True
+
+
 def merge(src: ExportSource, out: Path, dtype: str, finish: Callable[[Path], None] | None = None) -> None:
     """Write the adapter merged into the base, in ``dtype``, to ``out`` (atomically: ``finish(tmp)`` runs
     last, before the rename) with its tokenizer or processor and chat template."""
@@ -208,6 +230,7 @@ def merge(src: ExportSource, out: Path, dtype: str, finish: Callable[[Path], Non
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         proc.save_pretrained(str(tmp))
+        _plain_byte_level(tmp / "tokenizer.json")
         if finish is not None:
             finish(tmp)
         else:
@@ -221,6 +244,20 @@ def _merged_ok(path: Path, src: ExportSource, dtype: str) -> bool:
         return False
     info = json.loads(mark.read_text())
     return info == {"adapter_sha256": src.adapter_sha256, "base": str(src.base), "dtype": dtype}
+
+
+def _clean_stale(parent: Path, name: str) -> None:
+    """Remove ``name.tmp-PID`` folders (:func:`atomic_dir`'s) left by a killed export whose PID is gone."""
+    for p in parent.glob(f"{name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def _commit(tmp: Path, final: Path) -> Path:
@@ -318,6 +355,8 @@ def export(
     out_p = Path(out).expanduser().resolve()
     if out_p == src.adapter or out_p == src.base or (src.run is not None and out_p == src.run):
         raise ExportError(f"--out {out_p} is an input of the export; choose a new folder")
+    _clean_stale(out_p.parent, out_p.name)
+    _clean_stale(out_p / _WORK, "merged")
     want = _wanted_record(src, fmt, quant or "", dtype)
     done = _check_out(out_p, {**want, "quant": quant}, overwrite)
     if done is not None:

@@ -200,16 +200,34 @@ def run_converter(script: Path, args: list[str], what: str) -> None:
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
-    """``llama_model_quantize`` ``src`` (an f16/bf16/f32 GGUF) into ``dst`` as ``quant``."""
+    """``llama_model_quantize`` ``src`` (an f16/bf16/f32 GGUF) into ``dst`` as ``quant``, in a child process:
+    llama.cpp logs every tensor to stderr, and a native abort must be a report, not the end of the export."""
+    if quant not in QUANTS:
+        raise ConverterError(f"--quant {quant!r}: allowed {', '.join(QUANTS)}")
+    code = "import sys; from medix_r1.export.llama import _quantize; _quantize(*sys.argv[1:])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(dst), quant, str(threads or 0)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-10:])
+        raise ConverterError(
+            f"llama_model_quantize {src.name} -> {quant} failed (exit {proc.returncode}):\n{tail}"
+        )
+
+
+def _quantize(src: str, dst: str, quant: str, threads: str) -> None:
     import ctypes
 
     import llama_cpp
 
-    if quant not in QUANTS:
-        raise ConverterError(f"--quant {quant!r}: allowed {', '.join(QUANTS)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{QUANTS[quant]}")
-    params.nthread = threads or 0
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    params.nthread = int(threads)
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
-        raise ConverterError(f"llama_model_quantize {src.name} -> {quant} failed (return code {rc})")
+        raise SystemExit(f"llama_model_quantize returned {rc}")

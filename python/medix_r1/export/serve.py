@@ -66,7 +66,8 @@ class PolicyServer(JudgeServer):
             lora_path=lora,
         )
         super().__init__(chat, **kw)
-        self.httpd.RequestHandlerClass = _make_policy_handler(self, self.httpd.RequestHandlerClass)
+        base: Any = self.httpd.RequestHandlerClass  # the judge server's handler class
+        self.httpd.RequestHandlerClass = _make_policy_handler(self, base)
 
     def parse_stream_request(self, body: dict) -> tuple[dict, bool]:
         """(generation kwargs, include_usage) of a ``stream: true`` request; 400 for what the judge server
@@ -140,8 +141,8 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
             images = _has_images(body)
             if not streaming and not images:
                 # The judge server's own path, unchanged: hand it the body it would have read.
-                real = self.rfile
-                self.rfile = io.BufferedReader(io.BytesIO(raw))  # type: ignore[assignment]
+                real: Any = self.rfile  # type: ignore[has-type]
+                self.rfile = io.BufferedReader(io.BytesIO(raw))
                 try:
                     super().do_POST()
                 finally:
@@ -192,7 +193,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                         if fut.done() and pieces.empty():
                             break
                         if _srv._client_gone(self.connection):
-                            raise ConnectionResetError
+                            raise ConnectionResetError from None
                         continue
                     self.wfile.write(_chunk(rid, created, server.model_name, {"content": piece}, None))
                     self.wfile.flush()
@@ -226,7 +227,8 @@ def serve_policy(model: str | Path, *, block: bool = True, **kw: Any) -> PolicyS
     server (call ``.close()``); ``port=0`` picks a free port."""
     srv = PolicyServer(model, **kw)
     if not block:
-        return srv.start()
+        srv.start()
+        return srv
     try:
         srv.serve_forever()
     finally:
