@@ -280,7 +280,8 @@ def test_cli_export_offline_and_errors(run_dir, llama_sdist, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "medix-demo-q8_0.gguf" in r.stdout and (out / "export.json").is_file()
     bad = subprocess.run(
-        [sys.executable, "-m", "medix_r1.cli", "export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "medix_r1.cli", "export", "--run", str(tmp_path / "nope"), "--out",
+         str(tmp_path / "x")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--run" in bad.stderr
@@ -347,10 +348,79 @@ def test_eval_run_scores_the_export(run_dir, llama_sdist, gguf_path, tmp_path):
     model = tmp_path / "q8" / rec["files"][0]["name"]
     r = subprocess.run(
         [sys.executable, "-m", "medix_r1.cli", "eval", "run", "--model", str(tmp_path / "q8"), "--judge",
-         str(gguf_path), "--tasks", "demo", "--limit", "2", "--max-new-tokens", "16", "--out", str(tmp_path / "ev"),
+         str(gguf_path), "--tasks", "demo", "--limit", "2", "--max-new-tokens", "16", "--out",
+         str(tmp_path / "ev"),
          "--no-progress"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "ev" / "demo" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(row["model"].endswith(model.name) for row in rows)
+
+
+def test_bundle_carries_the_export_and_doctor_checks_it(run_dir, llama_sdist, tmp_path):
+    """`medix bundle create --policy EXPORT_DIR` copies the folder and points the policy at its GGUF; the
+    doctor's model check verifies export.json's hashes; a flipped byte is named."""
+    from medix_r1.bundle.create import _add_model
+    from medix_r1.bundle.models import describe_model
+    from medix_r1.doctor import _model_check
+
+    _export(run=run_dir, out=tmp_path / "q8", fmt="gguf", quant="q8_0", converter=llama_sdist)
+    info = describe_model(tmp_path / "q8", "policy", load=True)
+    assert info["kind"] == "gguf" and "match export.json's SHA-256s" in info["detail"]
+    entry = _add_model(tmp_path / "bundle", "policy", str(tmp_path / "q8"), {})
+    assert entry["path"] == "models/policy/q8/medix-demo-q8_0.gguf"
+    assert (tmp_path / "bundle" / "models" / "policy" / "q8" / "export.json").is_file()
+    carried = tmp_path / "bundle" / entry["path"]
+    assert _model_check("policy", carried).ok
+    with open(carried, "r+b") as f:
+        f.seek(carried.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    check = _model_check("policy", carried)
+    assert not check.ok and "SHA-256" in check.detail and carried.name in check.detail
+
+
+def test_vision_export(gguf_path, llama_sdist, tmp_path):
+    """The tiny vision-language model of the tests (random vision tower) with a LoRA on its language model:
+    the merged checkpoint loads as an image-text model with its processor; the GGUF export either writes
+    the model + mmproj (loaded by llama.cpp, the text path answers) or says in one line that llama.cpp's
+    converter cannot."""
+    import torch
+    from medix_r1.export import ConverterError
+    from peft import LoraConfig, get_peft_model
+    from support.tinyvlm import build_tiny_vlm, default_family
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base = build_tiny_vlm(gguf_path, gguf_path.parent / f"tiny-vlm-{default_family()}")
+    model = AutoModelForImageTextToText.from_pretrained(str(base), dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)$")
+    pm = get_peft_model(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    adapter = tmp_path / "adapter"
+    pm.save_pretrained(str(adapter))
+    AutoProcessor.from_pretrained(str(base)).save_pretrained(str(adapter))
+    rec = _export(adapter=adapter, base=base, out=tmp_path / "vm", fmt="merged")
+    assert rec["source"]["vision"] is True
+    AutoModelForImageTextToText.from_pretrained(str(tmp_path / "vm"))
+    assert AutoProcessor.from_pretrained(str(tmp_path / "vm")).chat_template
+    try:
+        rec = _export(
+            adapter=adapter, base=base, out=tmp_path / "vg", fmt="gguf", quant="f16", converter=llama_sdist
+        )
+    except ConverterError as e:
+        print(f"vision GGUF export ({default_family()}): {e}")
+        assert "\n" not in str(e) and ("architecture" in str(e) or "vision projector" in str(e))
+        return
+    roles = {f["role"]: tmp_path / "vg" / f["name"] for f in rec["files"]}
+    assert set(roles) == {"model", "mmproj"} and roles["mmproj"].name.startswith("mmproj-")
+    from medix_r1.llm import LlamaCppChat
+
+    chat = LlamaCppChat(roles["model"], n_ctx=512, n_threads=2, clip_model_path=roles["mmproj"])
+    assert chat.supports_images
+    print("vision GGUF, text path:", _gguf_greedy(chat, QUESTIONS[0]))

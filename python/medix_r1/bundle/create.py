@@ -75,7 +75,8 @@ def _add_model(out: Path, role: str, src_arg: str, done: dict[str, dict[str, Any
         from medix_r1.export.policy import policy_files
 
         dst_dir = out / "models" / role / src.name
-        _log(f"{role}: {'copying' if _copy_tree(src, dst_dir) else 'already there:'} {src.name}/ (medix export)")
+        copied = _copy_tree(src, dst_dir)
+        _log(f"{role}: {'copying' if copied else 'already there:'} {src.name}/ (medix export)")
         dst = Path(policy_files(dst_dir)[0])
         entry["export"] = info.get("export")
     elif info["kind"] == "gguf":
@@ -127,7 +128,9 @@ def _add_llama_sdist(tools: Path, wheels: Path, given: str | None) -> Path:
     _pip(["download", "--no-deps", "--no-binary", ":all:", "-d", str(tools), req])
     have = sorted(tools.glob("llama_cpp_python-*.tar.gz"))
     if not have:
-        raise BundleError("pip download produced no llama_cpp_python-*.tar.gz; give one with --llama-sdist FILE")
+        raise BundleError(
+            "pip download produced no llama_cpp_python-*.tar.gz; give one with --llama-sdist FILE"
+        )
     return have[-1]
 
 

@@ -137,12 +137,15 @@ def _export_record(d: Path, hashes: bool) -> dict[str, Any]:
         rec = json.loads((d / "export.json").read_text(encoding="utf-8"))
         files = list(rec["files"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MissingModelError(f"{d / 'export.json'}: not a medix export record ({e}); export again") from None
+        raise MissingModelError(
+            f"{d / 'export.json'}: not a medix export record ({e}); export again"
+        ) from None
     for f in files:
         fp = d / f["name"]
         if not fp.is_file() or fp.stat().st_size != f["size"]:
             raise MissingModelError(
-                f"{fp}: missing or of another size than export.json says ({f['size']} bytes); copy the export "
+                f"{fp}: missing or of another size than export.json says ({f['size']} bytes); copy the "
+                "export "
                 "folder again"
             )
         if hashes:
@@ -151,7 +154,9 @@ def _export_record(d: Path, hashes: bool) -> dict[str, Any]:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
             if h.hexdigest() != f["sha256"]:
-                raise MissingModelError(f"{fp}: its SHA-256 differs from export.json's; copy the export again")
+                raise MissingModelError(
+                    f"{fp}: its SHA-256 differs from export.json's; copy the export again"
+                )
     return rec
 
 

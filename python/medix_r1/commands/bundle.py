@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write (or finish)")
     c.add_argument("--judge", metavar="F.gguf", help="the judge GGUF (needs a chat template)")
     c.add_argument("--embed", metavar="DIR", help="ONNX embedder dir, or a Hugging Face checkpoint to export")
-    c.add_argument("--policy", metavar="PATH", help="the policy: a GGUF, a checkpoint directory or a `medix export` folder")
+    c.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="the policy: a GGUF, a checkpoint directory or a `medix export` folder",
+    )
     c.add_argument(
         "--extras",
         default="judge,embed",

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quant",
         metavar="Q",
-        help="GGUF type: q4_k_m, q5_k_m, q6_k, q8_0, q4_0, f16, bf16, f32, ... (default q8_0; gguf-lora: f16)",
+        help="GGUF type: q4_k_m, q5_k_m, q6_k, q8_0, q4_0, f16, bf16, f32, ... "
+        "(default q8_0; gguf-lora: f16)",
     )
     p.add_argument(
         "--dtype",

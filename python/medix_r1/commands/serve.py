@@ -12,7 +12,8 @@ API_KEY_ENV = "MEDIX_SERVE_API_KEY"
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "serve",
-        help="serve a policy .gguf (e.g. from medix export) with an OpenAI-compatible API, streaming included",
+        help="serve a policy .gguf (e.g. from medix export) with an OpenAI-compatible API, "
+        "streaming included",
         description="POST /v1/chat/completions (stream: true answers as server-sent events; image parts with "
         "--mmproj), GET /v1/models, GET /health, on 127.0.0.1 unless --host says otherwise. The judge "
         "server's limits apply: --api-key, --max-connections, --max-queue (429 beyond), --timeout, "

@@ -154,7 +154,8 @@ def resolve_source(
     if qc:
         raise ExportError(
             f"--base {base_p} is stored quantized ({qc.get('quant_method', 'quantized')}); a merge needs the "
-            "16-bit original checkpoint (QLoRA runs load it in 4-bit, the export loads it in 16-bit): give it "
+            "16-bit original checkpoint (QLoRA runs load it in 4-bit, the export loads it in 16-bit): "
+            "give it "
             "with --base"
         )
     return ExportSource(adapter_p, base_p, run_p, is_vision_checkpoint(base_p))
@@ -307,7 +308,8 @@ def _check_out(out: Path, want: dict[str, Any], overwrite: bool) -> dict[str, An
     stray = [p.name for p in out.iterdir() if p.name != _WORK and not p.name.endswith(".part")]
     if stray and not overwrite:
         raise ResumeMismatchError(
-            f"--out {out} is not empty and is not an unfinished export ({', '.join(sorted(stray)[:3])}); choose "
+            f"--out {out} is not empty and is not an unfinished export ({', '.join(sorted(stray)[:3])}); "
+            "choose "
             "another --out or pass --overwrite"
         )
     if stray:
@@ -434,6 +436,7 @@ def export(
                 llama.hf_converter,
                 [str(merged), "--outfile", str(part), "--outtype", outtype],
                 "convert_hf_to_gguf.py",
+                work / "convert.log",
             )
             _commit(part, full)
         final = out_p / f"{name}-{quant}.gguf"
@@ -454,11 +457,12 @@ def export(
                     llama.hf_converter,
                     [str(merged), "--mmproj", "--outfile", str(part), "--outtype", "f16"],
                     "convert_hf_to_gguf.py --mmproj",
+                    work / "convert-mmproj.log",
                 )
             except ConverterError as e:
                 raise ConverterError(
                     f"the text model was exported to {final}, but llama.cpp's converter cannot write the "
-                    f"vision projector of this architecture: {str(e).splitlines()[0]}"
+                    f"vision projector of this architecture: {e}"
                 ) from None
             _commit(part, mm)
             files.append((mm.name, "mmproj"))
@@ -470,6 +474,7 @@ def export(
             llama.lora_converter,
             ["--base", str(src.base), "--outfile", str(part), "--outtype", quant, str(src.adapter)],
             "convert_lora_to_gguf.py",
+            work / "convert-lora.log",
         )
         _commit(part, final)
         files.append((final.name, "lora"))

@@ -176,8 +176,9 @@ def _offline_env() -> dict[str, str]:
     return env
 
 
-def run_converter(script: Path, args: list[str], what: str) -> None:
-    """Run one of llama.cpp's converter scripts in a child process (its crash is a report, not ours)."""
+def run_converter(script: Path, args: list[str], what: str, log_file: Path | None = None) -> None:
+    """Run one of llama.cpp's converter scripts in a child process (its crash is a report, not ours); on
+    failure its whole output goes to ``log_file`` and the error is one line."""
     proc = subprocess.run(
         [sys.executable, str(script), *args],
         env=_offline_env(),
@@ -188,15 +189,17 @@ def run_converter(script: Path, args: list[str], what: str) -> None:
         check=False,
     )
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
-        last = tail.splitlines()[-1] if tail else ""
-        unsupported = re.search(r"Model (\S+) is not supported|not supported", tail)
-        hint = (
-            f"; llama.cpp's converter ({script.parent}) does not support this architecture"
-            if unsupported
-            else ""
-        )
-        raise ConverterError(f"{what} failed (exit {proc.returncode}): {last}{hint}\n{tail}")
+        lines = [x.strip() for x in proc.stdout.strip().splitlines() if x.strip()]
+        last = lines[-1] if lines else ""
+        err = next((x for x in reversed(lines) if "Error" in x or "not supported" in x), last)
+        hint = ""
+        if re.search(r"not supported|NotImplementedError", proc.stdout):
+            hint = f"; llama.cpp's converter ({script.parent.name}) does not support this architecture"
+        where = ""
+        if log_file is not None:
+            log_file.write_text(proc.stdout)
+            where = f" (full output: {log_file})"
+        raise ConverterError(f"{what} failed (exit {proc.returncode}): {err[:300]}{hint}{where}")
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:

@@ -84,7 +84,8 @@ class PolicyServer(JudgeServer):
         """An image+text request through llama-cpp-python's multimodal chat handler (the mmproj)."""
         if not self.chat.supports_images:
             raise _srv._BadRequest(
-                "this server has no vision projector: start it with --mmproj mmproj-*.gguf for image requests",
+                "this server has no vision projector: start it with --mmproj mmproj-*.gguf for image "
+                "requests",
                 param="messages",
             )
         if body.get("stream"):
