@@ -90,7 +90,24 @@ class PolicyServer(JudgeServer):
             )
         if body.get("stream"):
             raise _srv._BadRequest("image requests are answered without streaming", param="stream")
-        msgs = body["messages"]
+        msgs = []
+        for i, m in enumerate(body["messages"]):
+            if not isinstance(m, dict) or m.get("role") not in _srv.ROLES:
+                raise _srv._BadRequest(
+                    f"messages[{i}].role must be one of {', '.join(_srv.ROLES)}", param="messages"
+                )
+            c = m.get("content")
+            parts = c if isinstance(c, list) else [{"type": "text", "text": c if isinstance(c, str) else ""}]
+            for part in parts:
+                ok = isinstance(part, dict) and (
+                    (part.get("type") == "text" and isinstance(part.get("text"), str))
+                    or (part.get("type") == "image_url" and isinstance(part.get("image_url"), dict))
+                )
+                if not ok:
+                    raise _srv._BadRequest(
+                        f"messages[{i}]: content parts must be text or image_url", param="messages"
+                    )
+            msgs.append({"role": m["role"], "content": parts})
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         max_tokens = (
             _srv._integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, self.chat.llm.n_ctx()) or 256
