@@ -341,6 +341,8 @@ def export(
             raise ExportError(
                 "--format merged is a 16-bit transformers checkpoint: --quant applies to gguf formats"
             )
+        if quant and dtype is None:  # --quant f16 on a merged export: the dtype of the checkpoint
+            dtype = {"f16": "float16", "bf16": "bfloat16", "f32": "float32"}[quant]
         quant = None
     elif fmt == "gguf-lora":
         quant = quant or "f16"
