@@ -90,8 +90,10 @@ class LlamaCppChat:
         chat_format: str | None = None,
         clip_model_path: str | Path | None = None,
         llama_extra_buffers: str | None = None,
+        lora_path: str | Path | None = None,
     ) -> None:
         path = check_model_path(model_path, "llama.cpp model", GGUF_HOW)
+        lora = None if lora_path is None else check_model_path(lora_path, "llama.cpp LoRA adapter", GGUF_HOW)
         from medix_r1.llm.cpu import open_llama, prepare_runtime
 
         # The OpenMP wait policy is chosen from the machine's load (llm/cpu.py) and must be set before
@@ -123,6 +125,7 @@ class LlamaCppChat:
                 seed=seed,
                 chat_format=None if chat_handler is not None else chat_format,
                 chat_handler=chat_handler,
+                lora_path=None if lora is None else str(lora),
             )
         except BackendError:
             raise
