@@ -41,8 +41,9 @@ def add_bundle_option(parser: argparse.ArgumentParser | Any) -> None:
     )
 
 
-def bundle_models(bundle: str | Path) -> dict[str, Path]:
-    """role (judge, embed, policy) -> absolute path of that model in ``bundle``; each must exist."""
+def bundle_models(bundle: str | Path, *, must_exist: bool = True) -> dict[str, Path]:
+    """role (judge, embed, policy) -> absolute path of that model in ``bundle``; each must exist (unless
+    ``must_exist`` is false: `medix doctor` reports missing files itself)."""
     root = Path(bundle).expanduser().resolve()
     data = read_manifest(root)
     out: dict[str, Path] = {}
@@ -55,7 +56,7 @@ def bundle_models(bundle: str | Path) -> dict[str, Path]:
                 f"{root / MANIFEST}: the {role} model's path {rel!r}: {why}; copy the bundle again"
             )
         p = root / rel
-        if not p.exists():
+        if must_exist and not p.exists():
             raise BundleError(
                 f"{p}: the bundle's {role} model is missing; copy it again from the source bundle and check "
                 f"with `medix bundle verify {root}`"

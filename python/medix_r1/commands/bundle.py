@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write (or finish)")
     c.add_argument("--judge", metavar="F.gguf", help="the judge GGUF (needs a chat template)")
     c.add_argument("--embed", metavar="DIR", help="ONNX embedder dir, or a Hugging Face checkpoint to export")
-    c.add_argument("--policy", metavar="PATH", help="the policy: a GGUF or a checkpoint directory")
+    c.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="the policy: a GGUF, a checkpoint directory or a `medix export` folder",
+    )
     c.add_argument(
         "--extras",
         default="judge,embed",
@@ -38,9 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--llama-cmake-args",
         metavar="ARGS",
-        help='CMAKE_ARGS for the llama-cpp-python wheel (default "-DGGML_NATIVE=OFF"; e.g. "-DGGML_CUDA=on")',
+        help="CMAKE_ARGS for the llama-cpp-python wheel (default: portable x86-64 with AVX2, no AVX-512/AMX: "
+        '"-DGGML_NATIVE=OFF -DGGML_AVX2=ON ... -DGGML_AMX_INT8=OFF", see bundle/wheels.py; '
+        'e.g. "-DGGML_CUDA=on")',
     )
     c.add_argument("--llama-wheel", metavar="FILE", help="a llama-cpp-python wheel built elsewhere")
+    c.add_argument(
+        "--llama-sdist",
+        metavar="FILE",
+        help="the llama-cpp-python source distribution to carry in tools/ (llama.cpp's GGUF converters for "
+        "medix export; fetched with pip when the export extra is asked for and this is not given)",
+    )
     c.add_argument("--medix-wheel", metavar="FILE", help="medix-r1's wheel (default: built with maturin)")
     c.add_argument(
         "--find-links",
@@ -90,6 +102,7 @@ def _create(args: argparse.Namespace) -> int:
         find_links=args.find_links,
         no_index=args.no_index,
         from_env=args.from_env,
+        llama_sdist=args.llama_sdist,
     )
     return 0
 
