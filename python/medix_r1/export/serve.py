@@ -166,8 +166,15 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                 finally:
                     self.rfile = real
                 return
-            if not self._authorised():
+            # Read and authorised: stop the request deadline and take a slot (the judge server's rule).
+            if not self._authorised() or not self._take_slot():
                 return
+            try:
+                self._post_policy(body, images)
+            finally:
+                self.httpd.release_slot()
+
+        def _post_policy(self, body: Any, images: bool) -> None:
             assert isinstance(body, dict)
             try:
                 if images:
