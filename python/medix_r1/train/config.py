@@ -28,6 +28,7 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
+    "TrainerKnobs",
     "add_override_options",
     "apply_overrides",
     "collect_overrides",
@@ -251,6 +252,32 @@ SECTIONS: dict[str, type] = {
     "reward": RewardConfig,
     "train": TrainConfig,
 }
+
+
+@dataclass(frozen=True)
+class TrainerKnobs:
+    """What MedixGRPOTrainer reads beyond ``GRPOConfig``, typed. No defaults of its own: always made from a
+    RunConfig (:meth:`from_config`), so each knob has its one default in the sections above."""
+
+    dynamic_sampling: bool
+    dynamic_min_mean: float
+    dynamic_max_mean: float
+    dynamic_max_rounds: int
+    judge_retries: int
+    judge_retry_wait: float
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig | None = None) -> TrainerKnobs:
+        cfg = cfg if cfg is not None else RunConfig()
+        a, t = cfg.algo, cfg.train
+        return cls(
+            dynamic_sampling=bool(a.dynamic_sampling),
+            dynamic_min_mean=a.dynamic_min_mean,
+            dynamic_max_mean=a.dynamic_max_mean,
+            dynamic_max_rounds=a.dynamic_max_rounds,
+            judge_retries=t.judge_retries,
+            judge_retry_wait=t.judge_retry_wait,
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
