@@ -497,7 +497,8 @@ def _build(
     hints = _hints(cls)
     flds = {f.name: f for f in fields(cls) if f.init}
     kw: dict[str, Any] = {}
-    sections = all(_dataclass_in(hints.get(n)) is not None for n in flds)  # e.g. the run file's top level
+    # The top level of a file made of sections (the run file): an unknown name there is a section.
+    sections = not prefix and any(_dataclass_in(hints.get(n)) is not None for n in flds)
     for name, value in d.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in flds:
