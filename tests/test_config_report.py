@@ -4,6 +4,7 @@ reported at once (key, value, allowed; the closest known key for a typo), the tr
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,9 @@ def test_reward_judge_and_thresholds_use_the_loader():
     keys = [x.key for x in e.value.errors]
     assert keys == ["reward.mode", "reward.llm_weight", "reward.judge.cache_size"]
     assert "one of strict, reference" in str(e.value)
-    with pytest.raises(ConfigError, match="judge.max_retries: got -1; allowed: >= 0"):
+    with pytest.raises(ConfigError, match=re.escape("judge.max_retries: got -1; allowed: >= 0")):
         build(JudgeConfig, {"url": "u", "name": "n", "max_retries": -1}, "judge")
-    with pytest.raises(UserError, match="--min-auroc: got 1.5; allowed: >= 0 and <= 1"):
+    with pytest.raises(UserError, match=re.escape("--min-auroc: got 1.5; allowed: >= 0 and <= 1")):
         Thresholds(min_auroc=1.5)
     assert RewardConfig.from_dict({"weights": "llm=1,embed=0"}).llm_weight == 1.0
 

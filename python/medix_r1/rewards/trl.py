@@ -29,12 +29,10 @@ from medix_r1.rewards.composite import (
 from medix_r1.rewards.structure import analyze, format_rewards
 
 __all__ = [
-    "REWARD_FUNCS",
     "EmbeddingReward",
     "FormatReward",
     "LLMJudgeReward",
     "ModalityReward",
-    "resolve_reward",
 ]
 
 
@@ -137,29 +135,3 @@ class EmbeddingReward(_ComponentReward):
             raise ValueError("EmbeddingReward needs embed_config.model (an exported ONNX directory)")
         cfg = RewardConfig(mode=_mode(mode), embed=embed_config)
         super().__init__(CompositeReward(cfg, embedder=embedder))
-
-
-REWARD_FUNCS: dict[str, type] = {
-    "medix_composite": CompositeReward,
-    "medix_format": FormatReward,
-    "medix_modality": ModalityReward,
-    "medix_accuracy_llm": LLMJudgeReward,
-    "medix_accuracy_embed": EmbeddingReward,
-}
-
-
-def resolve_reward(spec: str) -> Any:
-    """A built-in name from ``REWARD_FUNCS`` (the class) or ``package.module:attribute`` (anyone's own)."""
-    if spec in REWARD_FUNCS:
-        return REWARD_FUNCS[spec]
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(
-            f"unknown reward {spec!r}: use one of {sorted(REWARD_FUNCS)} or 'package.module:function'"
-        )
-    import importlib
-
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
