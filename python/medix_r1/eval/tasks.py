@@ -317,7 +317,8 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
         unknown = sorted(set(item) - known)
         if unknown:
             raise TaskError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{where}: unknown key(s) {', '.join(short(k, 40) for k in unknown[:10])}; "
+                f"known: {', '.join(sorted(known))}"
             )
         if not item.get("name") or not item.get("path"):
             raise TaskError(f"{where}: `name` and `path` (the local data file or directory) are required")
