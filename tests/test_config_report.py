@@ -4,6 +4,7 @@ reported at once (key, value, allowed; the closest known key for a typo), the tr
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,33 @@ def test_reward_judge_and_thresholds_use_the_loader():
     keys = [x.key for x in e.value.errors]
     assert keys == ["reward.mode", "reward.llm_weight", "reward.judge.cache_size"]
     assert "one of strict, reference" in str(e.value)
-    with pytest.raises(ConfigError, match="judge.max_retries: got -1; allowed: >= 0"):
+    with pytest.raises(ConfigError, match=re.escape("judge.max_retries: got -1; allowed: >= 0")):
         build(JudgeConfig, {"url": "u", "name": "n", "max_retries": -1}, "judge")
-    with pytest.raises(UserError, match="--min-auroc: got 1.5; allowed: >= 0 and <= 1"):
+    with pytest.raises(UserError, match=re.escape("--min-auroc: got 1.5; allowed: >= 0 and <= 1")):
         Thresholds(min_auroc=1.5)
     assert RewardConfig.from_dict({"weights": "llm=1,embed=0"}).llm_weight == 1.0
+
+
+def test_trl_section_passes_grpo_config_fields_through(tmp_path: Path):
+    from medix_r1.train.backends import Backend, grpo_args
+    from medix_r1.train.config import render_config
+
+    f = tmp_path / "run.yaml"
+    f.write_text("trl:\n  num_completions_to_print: 3\n  shuffle_dataset: 'false'\n")
+    cfg = load_config(f)
+    kw = grpo_args(cfg, Backend("transformers", "cpu", False))
+    assert kw["num_completions_to_print"] == 3 and kw["shuffle_dataset"] is False
+    assert "num_completions_to_print: 3" in render_config(cfg)
+    assert load_config(None).trl == {}
+
+    f.write_text("trl:\n  num_completion_to_print: 3\n  learning_rate: 0.1\n  shuffle_dataset: maybe\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = str(e.value)
+    assert msg.startswith("3 errors")
+    assert (
+        "trl.num_completion_to_print: not a trl.GRPOConfig field; did you mean num_completions_to_print?"
+        in msg
+    )
+    assert "trl.learning_rate: set by medix-r1 from train.learning_rate; set that instead" in msg
+    assert "trl.shuffle_dataset: got 'maybe'; allowed: true or false" in msg

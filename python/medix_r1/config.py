@@ -497,7 +497,8 @@ def _build(
     hints = _hints(cls)
     flds = {f.name: f for f in fields(cls) if f.init}
     kw: dict[str, Any] = {}
-    sections = all(_dataclass_in(hints.get(n)) is not None for n in flds)  # e.g. the run file's top level
+    # The top level of a file made of sections (the run file): an unknown name there is a section.
+    sections = not prefix and any(_dataclass_in(hints.get(n)) is not None for n in flds)
     for name, value in d.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in flds:
@@ -584,12 +585,14 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         body = item[2:] if item.startswith("--") else item
         if "=" not in body:
-            raise ConfigError(f"override {item!r} must look like --section.key=value", value=item)
+            raise ConfigError(f"override {short(item)} must look like --section.key=value", value=item)
         key, _, raw = body.partition("=")
         parts = [p for p in key.split(".") if p]
         if len(parts) < 2:
             raise ConfigError(
-                f"override {item!r}: name a section and a key, e.g. --train.max_steps=10", key=key, value=raw
+                f"override {short(item)}: name a section and a key, e.g. --train.max_steps=10",
+                key=key,
+                value=raw,
             )
         node = d
         for i, p in enumerate(parts[:-1]):
@@ -598,7 +601,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
                 where = ".".join(parts[: i + 1])
-                raise ConfigError(f"override {item!r}: {where} is not a section", key=where, value=raw)
+                raise ConfigError(f"override {short(item)}: {where} is not a section", key=where, value=raw)
             node = nxt
         node[parts[-1]] = parse_value(raw)
     return d

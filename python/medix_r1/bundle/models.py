@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from medix_r1.errors import MissingModelError
 
-__all__ = ["GgufError", "describe_model", "gguf_metadata", "model_license"]
+__all__ = ["GgufError", "describe_model", "gguf_metadata"]
 
 _GGUF_MAGIC = b"GGUF"
 # GGUF value types -> struct format of one scalar (8: string, 9: array are handled apart).
@@ -112,20 +112,6 @@ def _readme_license(d: Path) -> str | None:
             break
         if line.startswith("license:"):
             return line.split(":", 1)[1].strip().strip("'\"") or None
-    return None
-
-
-def model_license(path: str | Path) -> str | None:
-    """The license the model declares (GGUF ``general.license``, a model card's front matter), else None."""
-    p = Path(path)
-    if p.is_file() and p.suffix == ".gguf":
-        try:
-            lic = gguf_metadata(p).get("general.license")
-        except MissingModelError:
-            return None
-        return str(lic) if lic else None
-    if p.is_dir():
-        return _readme_license(p)
     return None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medix_r1 import jsonl
-from medix_r1.config import build, short
+from medix_r1.config import build, check_fields, short
 from medix_r1.errors import ConfigError, DataError
 
 __all__ = [
@@ -102,12 +102,10 @@ class TaskSpec:
     bundled: bool = False
 
     def __post_init__(self) -> None:
-        if self.type not in TYPES:
-            raise TaskError(f"task {self.name!r}: type must be one of {', '.join(TYPES)}, got {self.type!r}")
-        if self.answer_format not in ("index", "label", "text", "auto"):
-            raise TaskError(f"task {self.name!r}: answer_format must be index|label|text|auto")
-        if self.format not in ("auto", "arrow", "parquet", "jsonl"):
-            raise TaskError(f"task {self.name!r}: format must be auto|arrow|parquet|jsonl")
+        try:  # every field by its annotation (the Literals: type, answer_format, format)
+            check_fields(self, "")
+        except ConfigError as e:
+            raise TaskError(f"task {short(self.name)}: {e}") from None
         if self.question is None and self.fixed_question is None:
             raise TaskError(f"task {self.name!r}: give a question column or a fixed_question")
 
@@ -319,7 +317,8 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
         unknown = sorted(set(item) - known)
         if unknown:
             raise TaskError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{where}: unknown key(s) {', '.join(short(k, 40) for k in unknown[:10])}; "
+                f"known: {', '.join(sorted(known))}"
             )
         if not item.get("name") or not item.get("path"):
             raise TaskError(f"{where}: `name` and `path` (the local data file or directory) are required")

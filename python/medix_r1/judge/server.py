@@ -560,12 +560,6 @@ class JudgeServer:
             },
         }
 
-    def chat_completion(self, body: Any) -> dict:
-        """Serve one chat request in the calling thread (decoding on the model thread)."""
-        kwargs = self.parse_request(body)
-        gen = self.submit(_Job(kwargs)).result()
-        return self.completion(gen, kwargs["top_logprobs"] is not None)
-
 
 def _client_gone(sock: socket.socket) -> bool:
     """True when the peer closed its side (readable with nothing to read)."""

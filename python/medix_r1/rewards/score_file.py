@@ -98,15 +98,6 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _lone_surrogate(s: str) -> int | None:
-    """Index of the first lone surrogate in ``s`` (a JSON ``"\\ud800"`` escape decodes to one), or None."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.start
-    return None
-
-
 def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         text = raw.decode("utf-8")

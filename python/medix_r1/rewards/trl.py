@@ -37,14 +37,12 @@ from medix_r1.rewards.extra import ExtraComponent
 from medix_r1.rewards.structure import analyze, format_rewards
 
 __all__ = [
-    "REWARD_FUNCS",
     "CustomReward",
     "EmbeddingReward",
     "FormatReward",
     "LLMJudgeReward",
     "ModalityReward",
     "SplitReward",
-    "resolve_reward",
 ]
 
 
@@ -170,27 +168,3 @@ class CustomReward(SplitReward):
         return self.extra.score(texts, gts, _trl_columns(prompts, kwargs))
 
 
-REWARD_FUNCS: dict[str, type] = {
-    "medix_composite": CompositeReward,
-    _c.FORMAT.trl_name: FormatReward,
-    _c.MODALITY.trl_name: ModalityReward,
-    _c.ACCURACY_LLM.trl_name: LLMJudgeReward,
-    _c.ACCURACY_EMBED.trl_name: EmbeddingReward,
-}
-
-
-def resolve_reward(spec: str) -> Any:
-    """A built-in name from ``REWARD_FUNCS`` (the class) or ``package.module:attribute`` (anyone's own)."""
-    if spec in REWARD_FUNCS:
-        return REWARD_FUNCS[spec]
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(
-            f"unknown reward {spec!r}: use one of {sorted(REWARD_FUNCS)} or 'package.module:function'"
-        )
-    import importlib
-
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
