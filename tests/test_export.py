@@ -198,7 +198,7 @@ def test_gguf_f16_and_q8_answer_like_the_merged_checkpoint(run_dir, merged_dir, 
 
 def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     """The adapter as a llama.cpp LoRA GGUF on the base converted to GGUF answers like the merged GGUF."""
-    from medix_r1.export import resolve_source
+    from medix_r1.export import _plain_byte_level, resolve_source
     from medix_r1.export.llama import find_llama_source, run_converter
     from medix_r1.llm import LlamaCppChat
 
@@ -206,10 +206,13 @@ def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     lora = tmp_path / "lora" / rec["files"][0]["name"]
     assert rec["files"][0]["role"] == "lora" and lora.name == "medix-demo-lora-f16.gguf"
     src = resolve_source(run_dir, None, None)
+    base_dir = tmp_path / "base"
+    shutil.copytree(src.base, base_dir)
+    _plain_byte_level(base_dir / "tokenizer.json")  # as the export does (see its docstring)
     base_gguf = tmp_path / "base-f32.gguf"
     run_converter(
         find_llama_source(llama_sdist).hf_converter,
-        [str(src.base), "--outfile", str(base_gguf), "--outtype", "f32"],
+        [str(base_dir), "--outfile", str(base_gguf), "--outtype", "f32"],
         "base",
     )
     merged = _export(
