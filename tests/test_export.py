@@ -398,7 +398,8 @@ def test_vision_export(gguf_path, llama_sdist, tmp_path):
 
     base = build_tiny_vlm(gguf_path, gguf_path.parent / f"tiny-vlm-{default_family()}")
     model = AutoModelForImageTextToText.from_pretrained(str(base), dtype=torch.float32)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=r".*(?:language_model|text_model|model\.layers).*\.(?:q_proj|v_proj)$")
+    text_only = r".*(?:language_model|text_model|model\.layers).*\.(?:q_proj|v_proj)$"  # as the trainer
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=text_only)
     pm = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
