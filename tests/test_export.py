@@ -428,3 +428,36 @@ def test_vision_export(gguf_path, llama_sdist, tmp_path):
     chat = LlamaCppChat(roles["model"], n_ctx=512, n_threads=2, clip_model_path=roles["mmproj"])
     assert chat.supports_images
     print("vision GGUF, text path:", _gguf_greedy(chat, QUESTIONS[0]))
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    from medix_r1.export.serve import serve_policy
+
+    srv = serve_policy(roles["model"], mmproj=roles["mmproj"], block=False, port=0, n_ctx=1024, n_threads=2)
+    try:
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": uri}},
+                        {"type": "text", "text": "What is in this image?"},
+                    ],
+                }
+            ],
+            "max_tokens": 12,
+            "temperature": 0,
+        }
+        status, data = _post(srv.port, body)
+        assert status == 200, data
+        print(
+            "vision GGUF, image+text through medix serve:",
+            json.loads(data)["choices"][0]["message"]["content"],
+        )
+    finally:
+        srv.close()
