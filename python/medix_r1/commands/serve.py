@@ -59,7 +59,10 @@ def _serve(args: argparse.Namespace) -> int:
         args.model, mm = policy_files(args.model)
         args.mmproj = args.mmproj or mm
     elif not args.mmproj and os.path.isfile(os.path.join(os.path.dirname(args.model), "export.json")):
-        model, mm = policy_files(os.path.dirname(args.model))  # an exported vision model: its projector
+        try:  # an exported vision model: its projector comes with it
+            model, mm = policy_files(os.path.dirname(args.model))
+        except MissingModelError:  # e.g. a gguf-lora export: no model of its own
+            model, mm = args.model, None
         if os.path.samefile(model, args.model):
             args.mmproj = mm
     if not 0 <= args.port <= 65535:
