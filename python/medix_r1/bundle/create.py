@@ -9,6 +9,7 @@ mark of a finished bundle) is written last; a rerun with the same options skips 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -33,7 +34,7 @@ from medix_r1.bundle.wheels import (
     wheel_info,
 )
 
-__all__ = ["KNOWN_EXTRAS", "create_bundle"]
+__all__ = ["KNOWN_EXTRAS", "create_bundle", "render_install_sh"]
 
 KNOWN_EXTRAS = ("judge", "embed", "export", "train", "eval", "gpu")
 
@@ -136,9 +137,14 @@ def _add_llama_sdist(tools: Path, wheels: Path, given: str | None) -> Path:
 
 def _template(name: str, values: dict[str, str]) -> str:
     text = resources.files("medix_r1.bundle").joinpath(name).read_text(encoding="utf-8")
-    for k, v in values.items():
-        text = text.replace(f"@{k}@", v)
-    return text
+    # One pass: a value that contains "@X@" (the checker's source) is not substituted again.
+    return re.sub(r"@([A-Z_]+)@", lambda m: values.get(m[1], m[0]), text)
+
+
+def render_install_sh(values: dict[str, str]) -> str:
+    """install.sh with the bundle checker (`medix_r1.bundle.standalone`, stdlib only) pasted in."""
+    src = resources.files("medix_r1.bundle").joinpath("standalone.py").read_text(encoding="utf-8")
+    return _template("install.sh.in", {**values, "STANDALONE": src})
 
 
 def _write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -244,7 +250,7 @@ def create_bundle(
         )
         or "- (no models)",
     }
-    _write_text_atomic(root / "install.sh", _template("install.sh.in", values), 0o755)
+    _write_text_atomic(root / "install.sh", render_install_sh(values), 0o755)
     _write_text_atomic(root / "README.md", _template("README.md.in", values))
 
     for p in sorted(root.rglob("*"), reverse=True):  # leftovers of a kill in an earlier run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--llama-cmake-args",
         metavar="ARGS",
-        help='CMAKE_ARGS for the llama-cpp-python wheel (default "-DGGML_NATIVE=OFF"; e.g. "-DGGML_CUDA=on")',
+        help="CMAKE_ARGS for the llama-cpp-python wheel (default: portable x86-64 with AVX2, no AVX-512/AMX: "
+        '"-DGGML_NATIVE=OFF -DGGML_AVX2=ON ... -DGGML_AMX_INT8=OFF", see bundle/wheels.py; '
+        'e.g. "-DGGML_CUDA=on")',
     )
     c.add_argument("--llama-wheel", metavar="FILE", help="a llama-cpp-python wheel built elsewhere")
     c.add_argument(
@@ -74,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("dir", metavar="DIR", help="the bundle folder")
     v.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    v.add_argument(
+        "--allow-extra",
+        action="store_true",
+        help="files the manifest does not list are reported but do not fail the check (install.sh never "
+        "installs them)",
+    )
     v.set_defaults(handler=_verify)
 
 
@@ -102,21 +109,21 @@ def _create(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from medix_r1.bundle import verify_bundle
+    from medix_r1.bundle.standalone import report
 
-    res = verify_bundle(args.dir, progress=not args.no_progress)
-    for rel in res.missing:
-        print(f"MISSING  {rel}", file=sys.stderr)
-    for line in res.altered:
-        print(f"ALTERED  {line}", file=sys.stderr)
-    for rel in res.extra:
-        print(f"extra    {rel} (not in the manifest; ignored)", file=sys.stderr)
-    if not res.ok:
-        print(
-            f"medix bundle verify: {len(res.missing)} missing, {len(res.altered)} altered of "
-            f"{res.checked + len(res.missing) + len(res.altered)} files: copy those files again from the "
-            "source",
-            file=sys.stderr,
-        )
+    res = verify_bundle(args.dir, progress=not args.no_progress, allow_extra=args.allow_extra)
+    ok = report(
+        {
+            "unsafe": res.unsafe,
+            "missing": res.missing,
+            "altered": res.altered,
+            "extra": res.extra,
+            "ok": ["."] * res.checked,
+        },
+        allow_extra=args.allow_extra,
+        prog="medix bundle verify",
+    )
+    if not ok:
         return 1
     print(f"medix bundle verify: all {res.checked} files match ({res.bytes / 2**20:.0f} MiB)")
     return 0

@@ -37,6 +37,7 @@ from medix_r1.train.monitors import (
     ground_truths,
     monitor_values,
     pack_rows,
+    reward_columns,
     unpack_rows,
 )
 
@@ -291,6 +292,7 @@ class MedixGRPOTrainer(GRPOTrainer):
             "local_rewards_per_func": local_cpu,
             "texts": texts,
             "answers": answers,
+            "columns": reward_columns(self.reward_funcs),
             "rows": self._gather(packed).numpy(),
         }
         return rewards_per_func
@@ -334,8 +336,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         return out, stats
 
     def _log_round(self, mode: str, last: dict[str, Any], stats: GroupStats) -> None:
-        scores, answers, keys, lengths = unpack_rows(last["rows"])  # the global batch, every process
-        comps = component_means(scores)
+        # the global batch, every process
+        scores, answers, keys, lengths = unpack_rows(last["rows"], last["columns"])
+        comps = component_means(scores, last["columns"])
         mons = monitor_values(scores, answers, keys, lengths, stats.degenerate_fraction)
         metrics = self._metrics[mode]
         for k, v in comps.items():
