@@ -198,7 +198,7 @@ def test_gguf_f16_and_q8_answer_like_the_merged_checkpoint(run_dir, merged_dir, 
 
 def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     """The adapter as a llama.cpp LoRA GGUF on the base converted to GGUF answers like the merged GGUF."""
-    from medix_r1.export import resolve_source
+    from medix_r1.export import _plain_byte_level, resolve_source
     from medix_r1.export.llama import find_llama_source, run_converter
     from medix_r1.llm import LlamaCppChat
 
@@ -206,10 +206,13 @@ def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     lora = tmp_path / "lora" / rec["files"][0]["name"]
     assert rec["files"][0]["role"] == "lora" and lora.name == "medix-demo-lora-f16.gguf"
     src = resolve_source(run_dir, None, None)
+    base_dir = tmp_path / "base"
+    shutil.copytree(src.base, base_dir)
+    _plain_byte_level(base_dir / "tokenizer.json")  # as the export does (see its docstring)
     base_gguf = tmp_path / "base-f32.gguf"
     run_converter(
         find_llama_source(llama_sdist).hf_converter,
-        [str(src.base), "--outfile", str(base_gguf), "--outtype", "f32"],
+        [str(base_dir), "--outfile", str(base_gguf), "--outtype", "f32"],
         "base",
     )
     merged = _export(
@@ -395,7 +398,8 @@ def test_vision_export(gguf_path, llama_sdist, tmp_path):
 
     base = build_tiny_vlm(gguf_path, gguf_path.parent / f"tiny-vlm-{default_family()}")
     model = AutoModelForImageTextToText.from_pretrained(str(base), dtype=torch.float32)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)$")
+    text_only = r".*(?:language_model|text_model|model\.layers).*\.(?:q_proj|v_proj)$"  # as the trainer
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=text_only)
     pm = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -424,3 +428,36 @@ def test_vision_export(gguf_path, llama_sdist, tmp_path):
     chat = LlamaCppChat(roles["model"], n_ctx=512, n_threads=2, clip_model_path=roles["mmproj"])
     assert chat.supports_images
     print("vision GGUF, text path:", _gguf_greedy(chat, QUESTIONS[0]))
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    from medix_r1.export.serve import serve_policy
+
+    srv = serve_policy(roles["model"], mmproj=roles["mmproj"], block=False, port=0, n_ctx=1024, n_threads=2)
+    try:
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": uri}},
+                        {"type": "text", "text": "What is in this image?"},
+                    ],
+                }
+            ],
+            "max_tokens": 12,
+            "temperature": 0,
+        }
+        status, data = _post(srv.port, body)
+        assert status == 200, data
+        print(
+            "vision GGUF, image+text through medix serve:",
+            json.loads(data)["choices"][0]["message"]["content"],
+        )
+    finally:
+        srv.close()

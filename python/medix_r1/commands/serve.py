@@ -53,11 +53,18 @@ def _serve(args: argparse.Namespace) -> int:
     resolve_bundle(args, policy="model")
     if not args.model:
         raise UserError("--model F.gguf is required (or --bundle DIR carrying a policy GGUF)")
-    if os.path.isdir(args.model):
-        from medix_r1.export.policy import policy_files
+    from medix_r1.export.policy import policy_files
 
+    if os.path.isdir(args.model):
         args.model, mm = policy_files(args.model)
         args.mmproj = args.mmproj or mm
+    elif not args.mmproj and os.path.isfile(os.path.join(os.path.dirname(args.model), "export.json")):
+        try:  # an exported vision model: its projector comes with it
+            model, mm = policy_files(os.path.dirname(args.model))
+        except MissingModelError:  # e.g. a gguf-lora export: no model of its own
+            model, mm = args.model, None
+        if os.path.samefile(model, args.model):
+            args.mmproj = mm
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
     if args.n_ctx < 256:

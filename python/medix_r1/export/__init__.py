@@ -124,7 +124,7 @@ def resolve_source(
     run_p = None
     if run:
         run_p = check_model_path(
-            run, "--run (the output folder of medix train / medix demo)", "", directory=True
+            run, "--run", "Give the output folder of medix train / medix demo", directory=True
         )
         adapter_p = run_p / "adapter"
     else:
