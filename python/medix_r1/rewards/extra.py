@@ -66,7 +66,9 @@ def check_specs(items: Any) -> list[dict[str, Any]]:
     for k, item in enumerate(items):
         where = f"extra[{k}]"
         if not isinstance(item, Mapping):
-            raise ValueError(f"{where}: expected {{function: 'path/to/file.py:function', weight: W}}, got {item!r}")
+            raise ValueError(
+                f"{where}: expected {{function: 'path/to/file.py:function', weight: W}}, got {item!r}"
+            )
         unknown = sorted(set(item) - set(_KEYS))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known: {list(_KEYS)}")

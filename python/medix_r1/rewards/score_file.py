@@ -321,9 +321,7 @@ class _Existing:
     size: int
 
 
-def _existing_rows(
-    data: bytes, outp: Path, start_over: str, keys: tuple[str, ...] = SCORE_KEYS
-) -> _Existing:
+def _existing_rows(data: bytes, outp: Path, start_over: str, keys: tuple[str, ...] = SCORE_KEYS) -> _Existing:
     """The rows already in the output. Only an unterminated last line (a kill mid-write) may be cut; any
     other line that is not a scored row is refused with its line number, never silently dropped."""
     rows: list[dict[str, Any]] = []
@@ -472,8 +470,9 @@ def score_file(
             failed=sum(r.get("overall") is None for r in existing.rows),
         )
         if not reward.has_judge and not reward.has_embedder and len(existing.rows) < total:
+            custom = "".join(f", {x.name}" for x in reward.extras)
             print(
-                "medix: no judge or embedding model given: scoring format and modality only "
+                f"medix: no judge or embedding model given: scoring format{custom} and modality only "
                 "(accuracy_llm and accuracy_embed do not apply; weights rescaled)",
                 file=sys.stderr,
             )
