@@ -459,7 +459,8 @@ class CompositeReward:
         out: list[dict[str, Any]] = []
         for i in range(n):
             fv = vals[fmt_name]
-            fmt = float(fv[i]) if fv is not None and fv[i] is not None else 0.0
+            f_i = None if fv is None else fv[i]
+            fmt = 0.0 if f_i is None else float(f_i)  # the format always applies
             comps: dict[str, float | None] = {}
             applicable: dict[str, bool] = {}
             for c in CONTENT:

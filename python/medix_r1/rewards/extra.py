@@ -150,7 +150,8 @@ class ExtraComponent:
         data = self.resolved.read_bytes()
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise RewardComponentError(
-                f"{self.spec}: {self.path} changed since this reward was configured; restart to use the new file"
+                f"{self.spec}: {self.path} changed since this reward was configured; restart to use the "
+                "new file"
             )
         module_name = f"medix_r1_extra_{self.sha256[:16]}_{self.resolved.stem}"
         module = sys.modules.get(module_name)

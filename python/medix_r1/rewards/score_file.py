@@ -3,8 +3,8 @@
 Every non-blank input line gives exactly one output line, in order: the input's fields plus ``overall``,
 ``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality``, then each custom component by its function's
 name (null when not applicable or unscorable) and ``errors``; a custom component is given the row's other
-input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
-last line from a crash is cut off) and continues after them.
+input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already
+written (a torn last line from a crash is cut off) and continues after them.
 
 No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply, not an object,
 ``response``/``ground_truth`` missing, not a string or not valid Unicode) has every component null and an
