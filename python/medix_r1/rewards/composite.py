@@ -118,8 +118,8 @@ class RewardConfig:
     extra: list[dict[str, Any]] = field(
         default_factory=list,
         metadata={
-            "help": "custom components: [{function: 'path/to/file.py:function', weight: W}, ...]; each "
-            "applicable one takes its weight as a share of overall (see README, Custom reward components)"
+            "help": "custom components [{function: path/to/file.py:function, weight: W}], each W a share of "
+            "overall (README: Custom reward components)"
         },
     )
 
@@ -340,6 +340,8 @@ class CompositeReward:
             raise TypeError(f"config must be a RewardConfig or a mapping, got {type(config).__name__}")
         self.config = config
         self.extras: list[ExtraComponent] = load_extras(config.extra)
+        for x in self.extras:
+            _ = x.function  # load now: a broken file fails before any model loads or output is written
         self._judge, self._own_judge = judge, judge is None
         self._embedder, self._own_embedder = embedder, embedder is None
         self.last_scores: list[dict[str, Any]] = []

@@ -160,6 +160,7 @@ class CustomReward(SplitReward):
 
     def __init__(self, function: str) -> None:
         self.extra = ExtraComponent(function, 0.0)
+        _ = self.extra.function  # load now: a broken file fails at construction
         self.component = self.__name__ = self.extra.name
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
