@@ -17,7 +17,10 @@ from medix_r1 import config as _cfg
 from medix_r1.config import bad_value, check_fields
 from medix_r1.config import option as _f
 from medix_r1.errors import ConfigError
+from medix_r1.rewards.components import BUILTINS as _COMPONENTS
 from medix_r1.rewards.composite import RewardConfig, parse_weights
+
+_WEIGHT_LABELS = [c.label for c in _COMPONENTS]
 
 __all__ = [
     "ALGORITHMS",
@@ -229,7 +232,7 @@ def _reward_shorthand(d: dict[str, Any]) -> dict[str, Any]:
             d.update(parse_weights(weights))
         except ValueError as e:
             raise bad_value(
-                "reward.weights", weights, "NAME=NUMBER pairs of format, llm, embed, modality"
+                "reward.weights", weights, f"NAME=NUMBER pairs of {', '.join(_WEIGHT_LABELS)}"
             ) from e
     return d
 
