@@ -51,15 +51,17 @@ def in_repo(monkeypatch):
 def test_registry_is_the_one_list_of_builtins():
     from medix_r1.rewards import components as c
     from medix_r1.rewards.composite import _WEIGHT_KEYS
-    from medix_r1.rewards.trl import REWARD_FUNCS
+    from medix_r1.rewards.trl import EmbeddingReward, FormatReward, LLMJudgeReward, ModalityReward
 
     assert c.COMPONENTS == ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
     cfg = RewardConfig()
     for comp in c.BUILTINS:
         assert getattr(cfg, comp.weight_field) == comp.default_weight
         assert _WEIGHT_KEYS[comp.label] == comp.weight_field
-        assert REWARD_FUNCS[comp.trl_name].component == comp.name  # type: ignore[attr-defined]
     assert [k for k in cfg.content_weights] == [comp.name for comp in c.CONTENT]
+    split = {cls.component: cls for cls in (FormatReward, ModalityReward, LLMJudgeReward, EmbeddingReward)}
+    assert set(split) == {comp.name for comp in c.BUILTINS}
+    assert all(vars(split[comp.name])["__name__"] == comp.trl_name for comp in c.BUILTINS)
 
 
 def test_step_line_derives_from_the_registry():
@@ -176,7 +178,7 @@ def test_loading_errors_name_the_file_and_function(tmp_path):
         ([{"function": "c.py:format", "weight": 0.1}], "built-in column"),
         ([{"function": "a.py:fn", "weight": 0.1}, {"function": "b.py:fn", "weight": 0.1}], "second extra"),
         ([{"function": "a.py:f", "weight": 0.6}, {"function": "b.py:g", "weight": 0.6}], "sum to 1.2"),
-        ("c.py:fn", "must be a list"),
+        ("c.py:fn", "a list"),
     ],
 )
 def test_bad_extra_config(extra, words):

@@ -93,18 +93,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load_yaml(path: str) -> dict:
     from medix_r1.cli import UserError
+    from medix_r1.config import load_yaml
+    from medix_r1.errors import ConfigError
 
     try:
-        import yaml
-    except ImportError:
-        raise UserError("--config needs PyYAML (`pip install pyyaml`)") from None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        data = load_yaml(path) or {}
     except OSError as e:
         raise UserError(f"--config: {e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise UserError(f"--config {e}") from None
     if isinstance(data, dict) and isinstance(data.get("reward"), dict):
         data = data["reward"]  # a training config: take its reward section
     if not isinstance(data, dict):

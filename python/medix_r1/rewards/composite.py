@@ -12,22 +12,25 @@ named ``path/to/file.py:function``) are added to ``overall`` as shares of it, as
 
 ``mode="reference"`` gives the authors' numbers (training/examples/reward_function/medical.py of
 mbzuai-oryx/MediX-R1) for every input, in their floating-point order: the ground truth's answer is the text
-after its first ``>``, stripped of whitespace and then of periods; where their code fails on an input (a
-ground truth without ``>``; an empty ground-truth answer, or text with a lone surrogate, that their judge
-and embedder calls cannot take) both accuracies are their 0.0, with the reason recorded in ``errors``. A
-judge that fails for an item (outage, refusal) stays unscorable in both modes: their 0.0 there is a flaw,
-not a rule.
+after its first ``>``, stripped of whitespace and then of periods, and the judge is asked their question and
+read their way (:mod:`medix_r1.judge.reference`: their prompt, at most 4 tokens at temperature 0, YES iff the
+reply contains "YES"; ``soft_judge`` still gives P(YES)). A ground truth that is only a tag (``<X_RAY>``)
+has an empty answer, which their code sends to the judge and embeds like any other (so does reference mode).
+Where their code raises (a ground truth without ``>``; an answer or ground truth with a lone surrogate, which
+neither the judge's nor the embedder's tokenizer takes) both accuracies are their 0.0, with the reason
+recorded in ``errors``. A judge that fails for an item (outage, HTTP error, context overflow) stays
+unscorable in both modes: their 0.0 there is a flaw, not a rule.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from medix_r1.config import bad_value, build, check_fields, option
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.errors import JudgeFailedError
 from medix_r1.judge import JudgeConfig
@@ -71,81 +74,77 @@ def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def _weight(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
+MAX_WEIGHT = 1000.0  # a content weight above this is refused (their sum must stay finite)
+
+
+def weights_shorthand(d: dict[str, Any]) -> dict[str, Any]:
+    """``weights: "format=0.1,llm=0.575,..."`` (or a mapping) in a reward mapping -> the weight fields."""
+    weights = d.pop("weights", None)
+    if weights is not None:
+        try:
+            d.update(parse_weights(weights))
+        except ValueError as e:
+            raise bad_value(
+                "reward.weights", weights, f"NAME=NUMBER pairs of {', '.join(_WEIGHT_KEYS)}"
+            ) from e
+    return d
 
 
 @dataclass
 class RewardConfig:
     """How the composite reward is computed; ``RewardConfig.from_dict`` reads the YAML form."""
 
-    mode: str = field(
-        default="strict",
-        metadata={"help": "strict (this project's parser) or reference (the authors' code, bit for bit)"},
+    mode: Literal["strict", "reference"] = option(
+        "strict",
+        "strict (this project's parser and judge question) or reference (the authors' reward code: their "
+        "parsing, judge prompt and reading of the judge's reply)",
     )
-    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward (paper: 0.1)"})
-    llm_weight: float = field(
-        default=0.575, metadata={"help": "content weight of the LLM-judge accuracy (paper: 0.575)"}
+    format_weight: float = option(0.1, "weight of the format reward (paper: 0.1)", ge=0, le=1)
+    llm_weight: float = option(
+        0.575, "content weight of the LLM-judge accuracy (paper: 0.575)", ge=0, le=MAX_WEIGHT
     )
-    embed_weight: float = field(
-        default=0.375, metadata={"help": "content weight of the embedding accuracy (paper: 0.375)"}
+    embed_weight: float = option(
+        0.375, "content weight of the embedding accuracy (paper: 0.375)", ge=0, le=MAX_WEIGHT
     )
-    modality_weight: float = field(
-        default=0.05, metadata={"help": "content weight of the modality reward (paper: 0.05)"}
+    modality_weight: float = option(
+        0.05, "content weight of the modality reward (paper: 0.05)", ge=0, le=MAX_WEIGHT
     )
-    judge: JudgeConfig | None = field(
-        default=None, metadata={"help": "the YES/NO judge (None: LLM accuracy not applicable)"}
+    judge: JudgeConfig | None = option(None, "the YES/NO judge (None: LLM accuracy not applicable)")  # noqa: RUF009
+    embed: EmbedConfig | None = option(None, "the embedding model (None: embedding accuracy not applicable)")  # noqa: RUF009
+    judge_report: str | None = option(
+        None,
+        "report.json written by `medix judge validate` for this judge; without a passing one for the same "
+        "judge, `medix train` and `medix demo` print a warning",
     )
-    embed: EmbedConfig | None = field(
-        default=None, metadata={"help": "the embedding model (None: embedding accuracy not applicable)"}
+    soft_judge: bool = option(
+        False, "use the judge's P(YES) (of its first reply token) instead of its 0/1 decision"
     )
-    judge_report: str | None = field(
-        default=None,
-        metadata={
-            "help": "report.json written by `medix judge validate` for this judge; without a passing one "
-            "for the same judge, `medix train` and `medix demo` print a warning"
-        },
+    max_unscorable_fraction: float = option(
+        0.5, "raise JudgeFailedError when more than this share of a batch's judged items fail", ge=0, le=1
     )
-    soft_judge: bool = field(
-        default=False, metadata={"help": "use the judge's P(YES) instead of its 0/1 decision"}
-    )
-    max_unscorable_fraction: float = field(
-        default=0.5,
-        metadata={"help": "raise JudgeFailedError when more than this share of a batch's judged items fail"},
-    )
-    extra: list[dict[str, Any]] = field(
-        default_factory=list,
-        metadata={
-            "help": "custom components [{function: path/to/file.py:function, weight: W}], each W a share of "
-            "overall (README: Custom reward components)"
-        },
+    extra: list[dict[str, Any]] = option(  # noqa: RUF009
+        help="custom components [{function: path/to/file.py:function, weight: W}], each W a share of "
+        "overall (README: Custom reward components)",
+        factory=list,
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.format_weight = _weight("format_weight", self.format_weight)
-        if self.format_weight > 1:
-            raise ValueError(f"format_weight must be in [0, 1], got {self.format_weight}")
-        for name in ("llm_weight", "embed_weight", "modality_weight"):
-            setattr(self, name, _weight(name, getattr(self, name)))
-        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
-            raise ValueError("at least one of llm_weight, embed_weight, modality_weight must be > 0")
+        check_fields(self, "reward")
         if isinstance(self.judge, Mapping):
-            self.judge = JudgeConfig(**self.judge)
+            self.judge = build(JudgeConfig, self.judge, "reward.judge")
         if isinstance(self.embed, Mapping):
             self.embed = EmbedConfig.from_dict(dict(self.embed))
         if self.embed is not None and self.embed.model is None:
             self.embed = None  # an embed section without a model configures nothing
         if self.judge_report is not None:
             self.judge_report = str(self.judge_report)
-        f = self.max_unscorable_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
-            raise ValueError(f"max_unscorable_fraction must be in [0, 1], got {f!r}")
-        self.max_unscorable_fraction = float(f)
         self.extra = check_specs(self.extra)
+        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
+            raise bad_value(
+                "reward.llm_weight",
+                self.llm_weight,
+                "> 0 for at least one of llm_weight, embed_weight, modality_weight (format_weight < 1)",
+            )
 
     @property
     def content_weights(self) -> dict[str, float]:
@@ -155,19 +154,8 @@ class RewardConfig:
     def from_dict(cls, d: Mapping[str, Any] | None) -> RewardConfig:
         """From a (YAML) mapping: nested ``judge:`` / ``embed:`` sections, and ``weights:`` either as a
         mapping or as the CLI string ``"format=0.1,llm=0.575,embed=0.375,modality=0.05"``."""
-        d = dict(d or {})
-        weights = d.pop("weights", None)
-        if weights is not None:
-            d.update(parse_weights(weights))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(known | {'weights'})}")
-        return cls(**d)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata["help"] for f in fields(cls)}
+        cfg: RewardConfig = build(cls, d, "reward", prepare={"reward": weights_shorthand})
+        return cfg
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -230,22 +218,19 @@ def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], lis
     """The answer part of each ground truth, and why it cannot be used (None when it can)."""
     if mode == "reference":
         # The authors' code: the text after the first ">", stripped, then stripped of periods; without a ">"
-        # their code raises and scores both accuracies 0.0.
+        # their code raises and scores both accuracies 0.0. An empty answer (a ground truth that is only a
+        # tag) is not an error there: it goes to the judge and the embedder like any other.
         answers: list[str] = []
         errs: list[str | None] = []
         for g in ground_truths:
             _, sep, rest = g.partition(">")
-            answer = rest.strip().strip(".")
-            answers.append(answer)
-            if not sep:
-                errs.append(
-                    "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
-                    "authors' code does)"
-                )
-            elif not answer:
-                errs.append("ground truth has no answer after its tag (scored 0.0 as the authors' code does)")
-            else:
-                errs.append(None)
+            answers.append(rest.strip().strip("."))
+            errs.append(
+                None
+                if sep
+                else "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
+                "authors' code does)"
+            )
         return answers, errs
     parsed = parse_ground_truths(ground_truths)
     answers = [text for _, text in parsed]
@@ -386,11 +371,19 @@ class CompositeReward:
 
     @property
     def judge(self) -> Any:
-        """The judge, built on first use (None when not configured)."""
+        """The judge, built on first use (None when not configured). A local GGUF judge runs in a supervised
+        worker process: a native crash there is a judge outage, not the end of the run."""
         if self._judge is None and self.config.judge is not None:
             from medix_r1.judge import make_judge
 
-            self._judge = make_judge(self.config.judge)
+            # Reference mode asks the authors' question and reads the reply their way; a local strict-mode
+            # judge runs supervised (a native crash is an outage, not the end of the run).
+            self._judge = make_judge(
+                self.config.judge,
+                supervised=True,
+                rule=self.config.mode,
+                logprobs=self.config.soft_judge,
+            )
         return self._judge
 
     @property
@@ -411,7 +404,9 @@ class CompositeReward:
     ) -> list[dict[str, Any]]:
         """One dict per response: ``overall``, ``format``, ``accuracy_llm``, ``accuracy_embed``,
         ``modality``, each custom component by name (float, or None when not applicable or unscorable) and
-        ``errors`` (list of str). ``columns``: other per-item columns, passed to custom components."""
+        ``errors`` (list of str); and ``truncated`` (the components scored on a prefix of a text longer than
+        their model takes, e.g. ``["accuracy_embed"]`` for an answer over ``MAX_EMBED_CHARS``) only when there
+        are any. ``columns``: other per-item columns, passed to custom components."""
         responses = [str(r) for r in responses]
         ground_truths = [str(g) for g in ground_truths]
         n = len(responses)
@@ -454,6 +449,13 @@ class CompositeReward:
             c.name: c.score(self, batch) if c.enabled(self) else None for c in BUILTINS
         }
         extra_vals = [x.score(responses, ground_truths, other) for x in self.extras]
+        truncated: list[list[str]] = [[] for _ in range(n)]  # components scored on a prefix of the text
+        if vals.get("accuracy_embed") is not None:
+            from medix_r1.embed.accuracy import was_cut
+
+            for i in ask:
+                if was_cut(st.answers[i], gt_answers[i]):
+                    truncated[i].append("accuracy_embed")
 
         fmt_name = _FORMAT.name
         weights = cfg.content_weights
@@ -492,6 +494,8 @@ class CompositeReward:
                     row[x.name] = ev[i]
             row["errors"] = errors[i]
             out.append({k: row[k] for k in (*self.columns, "errors")})
+            if truncated[i]:  # scored on a prefix of a text too long for the component's model
+                out[-1]["truncated"] = truncated[i]
         self.counters["items"] += n
         self.last_scores = out
         return out

@@ -21,7 +21,7 @@ and its ``__name__`` is that component's ``trl_name``. :class:`CustomReward` wra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.judge import JudgeConfig
@@ -37,21 +37,21 @@ from medix_r1.rewards.extra import ExtraComponent
 from medix_r1.rewards.structure import analyze, format_rewards
 
 __all__ = [
-    "REWARD_FUNCS",
     "CustomReward",
     "EmbeddingReward",
     "FormatReward",
     "LLMJudgeReward",
     "ModalityReward",
     "SplitReward",
-    "resolve_reward",
 ]
 
 
-def _mode(mode: str) -> str:
-    if mode not in ("strict", "reference"):
-        raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
-    return mode
+def _mode(mode: str) -> Literal["strict", "reference"]:
+    if mode == "strict":
+        return "strict"
+    if mode == "reference":
+        return "reference"
+    raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
 
 
 class SplitReward:
@@ -167,29 +167,3 @@ class CustomReward(SplitReward):
         texts = completion_texts(completions)
         gts = ground_truth_column(kwargs, len(texts))
         return self.extra.score(texts, gts, _trl_columns(prompts, kwargs))
-
-
-REWARD_FUNCS: dict[str, type] = {
-    "medix_composite": CompositeReward,
-    _c.FORMAT.trl_name: FormatReward,
-    _c.MODALITY.trl_name: ModalityReward,
-    _c.ACCURACY_LLM.trl_name: LLMJudgeReward,
-    _c.ACCURACY_EMBED.trl_name: EmbeddingReward,
-}
-
-
-def resolve_reward(spec: str) -> Any:
-    """A built-in name from ``REWARD_FUNCS`` (the class) or ``package.module:attribute`` (anyone's own)."""
-    if spec in REWARD_FUNCS:
-        return REWARD_FUNCS[spec]
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(
-            f"unknown reward {spec!r}: use one of {sorted(REWARD_FUNCS)} or 'package.module:function'"
-        )
-    import importlib
-
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
