@@ -30,10 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--mode", choices=["strict", "reference"], default=None, help="parsing mode (default strict)"
     )
+    from medix_r1.rewards.components import default_weights_spec
+
     s.add_argument(
         "--weights",
         metavar="SPEC",
-        help='e.g. "format=0.1,llm=0.575,embed=0.375,modality=0.05" (the paper\'s, the default)',
+        help=f'e.g. "{default_weights_spec()}" (the paper\'s, the default)',
     )
     j = s.add_argument_group("LLM judge (one of)")
     j.add_argument(

@@ -10,8 +10,8 @@ Plug it into the authors' EasyR1 recipe (reward type ``batch``)::
 (``python -c "import medix_r1.integrations.easyr1 as m; print(m.__file__)"`` prints the path.) Custom
 components go in the same kwargs: ``'{extra: [{function: /abs/path/check.py:fn, weight: 0.2}]}'``; each
 is a key of the returned dicts named after its function, and a share of ``overall``
-(:mod:`medix_r1.rewards.extra`); the other keys of EasyR1's reward inputs are passed to it as columns. Configure the
-models with environment variables, set for the reward workers:
+(:mod:`medix_r1.rewards.extra`); the other keys of EasyR1's reward inputs are passed to it as columns.
+Configure the models with environment variables, set for the reward workers:
 
 - ``MEDIX_JUDGE_MODEL``: a local ``.gguf`` judge run in-process by llama.cpp, or
 - ``MEDIX_JUDGE_URL`` + ``MEDIX_JUDGE_NAME``: an OpenAI-compatible server (vLLM, ``medix judge serve``);

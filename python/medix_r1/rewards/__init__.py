@@ -21,6 +21,7 @@ _LAZY = {
     "CompositeReward": "medix_r1.rewards.composite",
     "RewardConfig": "medix_r1.rewards.composite",
     "parse_weights": "medix_r1.rewards.composite",
+    "CustomReward": "medix_r1.rewards.trl",
     "EmbeddingReward": "medix_r1.rewards.trl",
     "FormatReward": "medix_r1.rewards.trl",
     "LLMJudgeReward": "medix_r1.rewards.trl",
@@ -31,6 +32,7 @@ _LAZY = {
 __all__ = [
     "COMPONENTS",
     "CompositeReward",
+    "CustomReward",
     "EmbeddingReward",
     "FormatReward",
     "LLMJudgeReward",

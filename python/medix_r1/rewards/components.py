@@ -32,6 +32,7 @@ __all__ = [
     "Component",
     "by_label",
     "by_name",
+    "default_weights_spec",
     "reward_columns_of_row",
     "step_line",
 ]
@@ -166,6 +167,11 @@ def by_name(name: str) -> Component | None:
 
 def by_label(label: str) -> Component | None:
     return _BY_LABEL.get(label)
+
+
+def default_weights_spec() -> str:
+    """The default weights as ``--weights`` spells them (format=0.1,llm=0.575,...)."""
+    return ",".join(f"{c.label}={c.default_weight:g}" for c in BUILTINS)
 
 
 def step_line(row: dict[str, Any], fmt: Callable[[Any], str], columns: Sequence[str] | None = None) -> str:

@@ -123,8 +123,8 @@ class RewardConfig:
         0.5, "raise JudgeFailedError when more than this share of a batch's judged items fail", ge=0, le=1
     )
     extra: list[dict[str, Any]] = option(  # noqa: RUF009
-        help="custom components: [{function: 'path/to/file.py:function', weight: W}, ...]; each "
-        "applicable one takes its weight as a share of overall (see README, Custom reward components)",
+        help="custom components [{function: path/to/file.py:function, weight: W}], each W a share of "
+        "overall (README: Custom reward components)",
         factory=list,
     )
 
@@ -325,6 +325,8 @@ class CompositeReward:
             raise TypeError(f"config must be a RewardConfig or a mapping, got {type(config).__name__}")
         self.config = config
         self.extras: list[ExtraComponent] = load_extras(config.extra)
+        for x in self.extras:
+            _ = x.function  # load now: a broken file fails before any model loads or output is written
         self._judge, self._own_judge = judge, judge is None
         self._embedder, self._own_embedder = embedder, embedder is None
         self.last_scores: list[dict[str, Any]] = []
@@ -461,7 +463,8 @@ class CompositeReward:
         out: list[dict[str, Any]] = []
         for i in range(n):
             fv = vals[fmt_name]
-            fmt = float(fv[i]) if fv is not None and fv[i] is not None else 0.0
+            f_i = None if fv is None else fv[i]
+            fmt = 0.0 if f_i is None else float(f_i)  # the format always applies
             comps: dict[str, float | None] = {}
             applicable: dict[str, bool] = {}
             for c in CONTENT:

@@ -66,7 +66,9 @@ def check_specs(items: Any) -> list[dict[str, Any]]:
     for k, item in enumerate(items):
         where = f"extra[{k}]"
         if not isinstance(item, Mapping):
-            raise ValueError(f"{where}: expected {{function: 'path/to/file.py:function', weight: W}}, got {item!r}")
+            raise ValueError(
+                f"{where}: expected {{function: 'path/to/file.py:function', weight: W}}, got {item!r}"
+            )
         unknown = sorted(set(item) - set(_KEYS))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known: {list(_KEYS)}")
@@ -148,7 +150,8 @@ class ExtraComponent:
         data = self.resolved.read_bytes()
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise RewardComponentError(
-                f"{self.spec}: {self.path} changed since this reward was configured; restart to use the new file"
+                f"{self.spec}: {self.path} changed since this reward was configured; restart to use the "
+                "new file"
             )
         module_name = f"medix_r1_extra_{self.sha256[:16]}_{self.resolved.stem}"
         module = sys.modules.get(module_name)

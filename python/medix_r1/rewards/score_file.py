@@ -3,8 +3,8 @@
 Every non-blank input line gives exactly one output line, in order: the input's fields plus ``overall``,
 ``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality``, then each custom component by its function's
 name (null when not applicable or unscorable) and ``errors``; a custom component is given the row's other
-input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
-last line from a crash is cut off) and continues after them.
+input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already
+written (a torn last line from a crash is cut off) and continues after them.
 
 No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply, not an object,
 ``response``/``ground_truth`` missing, not a string or not valid Unicode) has every component null and an
@@ -474,8 +474,9 @@ def score_file(
             )
         result = ScoreFileResult(skipped=existing.rows, failed=existing.failed)
         if not reward.has_judge and not reward.has_embedder and existing.rows < total:
+            custom = "".join(f", {x.name}" for x in reward.extras)
             print(
-                "medix: no judge or embedding model given: scoring format and modality only "
+                f"medix: no judge or embedding model given: scoring format{custom} and modality only "
                 "(accuracy_llm and accuracy_embed do not apply; weights rescaled)",
                 file=sys.stderr,
             )

@@ -160,11 +160,10 @@ class CustomReward(SplitReward):
 
     def __init__(self, function: str) -> None:
         self.extra = ExtraComponent(function, 0.0)
+        _ = self.extra.function  # load now: a broken file fails at construction
         self.component = self.__name__ = self.extra.name
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
         texts = completion_texts(completions)
         gts = ground_truth_column(kwargs, len(texts))
         return self.extra.score(texts, gts, _trl_columns(prompts, kwargs))
-
-
