@@ -1,4 +1,4 @@
-"""One process vs two (`accelerate launch --num_processes 2 --cpu`) on the tiny CPU setup with the real judge
+"""One process vs two (`torchrun --nproc-per-node 2`) on the tiny CPU setup with the real judge
 and embedder, the same global batch (2 prompts x group 2 per step): wall time per step (TRL's ``step_time``,
 median over the steps after the first) and the bytes each process's collective calls received per step.
 Prints only; never asserts.
@@ -56,7 +56,7 @@ def _run(n_proc: int, args: argparse.Namespace, models: Path, data: Path) -> Non
     if n_proc == 1:
         cmd = [sys.executable, driver, str(trace), "--", *ov]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n_proc), "--cpu"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n_proc)]
         cmd += [driver, str(trace), "--count-bytes", "--", *ov]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()

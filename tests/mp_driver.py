@@ -1,7 +1,7 @@
-"""Run `medix train` under `accelerate launch` with recorders on the trainer, for
+"""Run `medix train` under torchrun with recorders on the trainer, for
 tests/test_multiprocess.py and benchmarks/bench_multiprocess.py (not a test module itself).
 
-    accelerate launch --num_processes 2 --cpu tests/mp_driver.py TRACE_DIR [--rig-dapo]
+    torchrun --standalone --nproc-per-node 2 tests/mp_driver.py TRACE_DIR [--rig-dapo]
         [--per-device-batch N] [--resume] [--count-bytes] -- --section.key=value ...
 
 Every process writes ``TRACE_DIR/rank<r>.json`` after each step: per scoring round its own rewards, the
@@ -149,9 +149,8 @@ def main() -> None:
     targs = {"per_device_train_batch_size": a.per_device_batch} if a.per_device_batch else None
     t0 = time.time()
     res = run_training(cfg, resume=a.resume, echo=None, trainer_args=targs)
-    if trace["rounds"]:  # not the launcher process, which only started the ranked ones
-        trace["done"] = {"steps": res["steps"], "seconds": time.time() - t0, "bytes": dict(counter)}
-        out_path.write_text(json.dumps(trace))
+    trace["done"] = {"steps": res["steps"], "seconds": time.time() - t0, "bytes": dict(counter)}
+    out_path.write_text(json.dumps(trace))
 
 
 if __name__ == "__main__":

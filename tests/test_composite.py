@@ -19,12 +19,10 @@ from medix_r1.errors import JudgeFailedError
 from medix_r1.judge import JudgeConfig, LocalJudge, Verdict
 from medix_r1.rewards import CompositeReward, RewardConfig, parse_weights
 from medix_r1.rewards.trl import (
-    REWARD_FUNCS,
     EmbeddingReward,
     FormatReward,
     LLMJudgeReward,
     ModalityReward,
-    resolve_reward,
 )
 
 GOOD = "<X_RAY><think>Consolidation at the right base.</think>\n<answer>{}</answer>"
@@ -294,11 +292,6 @@ def test_individual_trl_rewards():
         "medix_accuracy_llm",
         "medix_accuracy_embed",
     }
-    assert resolve_reward("medix_format") is FormatReward
-    assert resolve_reward("medix_r1.rewards.trl:FormatReward") is FormatReward
-    assert set(REWARD_FUNCS) >= {"medix_composite"}
-    with pytest.raises(ValueError):
-        resolve_reward("nope")
 
 
 def test_pickling_drops_models(gguf_path, minilm_onnx_dir):

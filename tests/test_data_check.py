@@ -138,3 +138,41 @@ def test_non_utf8_and_broken_json_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(DataError) as e:
         load_rows(latin1)
     assert (e.value.path, e.value.line) == (str(latin1), 2) and "iconv" in str(e.value)
+
+
+def test_attack_hostile_image_references_are_that_rows_error(tmp_path, capsys, png):
+    """`{"bytes": 1e11}`, `{"bytes": "abc"}`, `/proc/self/mem`, a 3 GB sparse file and a 13000 x 13000 PNG:
+    each is its row's error in `data check` (no traceback, nothing read whole, nothing decoded)."""
+    import resource
+
+    from PIL import Image
+
+    sparse = tmp_path / "sparse.png"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * 2**30)  # 3 GB of nothing: refused from its size, never read
+    big = tmp_path / "big.png"
+    Image.new("1", (13000, 13000)).save(big)  # a small file that decodes to 169 M pixels
+    rows = [
+        {"image": [{"bytes": 1e11}], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": [{"bytes": 100_000_000_000}], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": [{"bytes": "abc"}], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": ["/proc/self/mem"], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": [{"path": "/proc/self/mem"}], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": ["sparse.png"], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": ["big.png"], "problem": "q", "solution": "<X_RAY> a"},
+        {"image": ["ok.png"], "problem": "q", "solution": "<X_RAY> a"},
+    ]
+    p = _write_jsonl(tmp_path / "hostile.jsonl", rows)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["data", "check", str(p)]) == 1
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    out = capsys.readouterr().out
+    assert "row 1: image[0]: image entry's bytes must be binary data, got float" in out
+    assert "row 2: image[0]: image entry's bytes must be binary data, got int" in out
+    assert "row 3: image[0]: image entry's bytes must be binary data, got str" in out
+    assert "row 4: image[0]: image file /proc/self/mem cannot be read" in out
+    assert "row 5: image[0]: image file /proc/self/mem cannot be read" in out
+    assert "row 6: image[0]: image file" in out and "3,221,225,472 bytes, more than" in out
+    assert "row 7: image[0]: image" in out and "13000 x 13000 pixels" in out
+    assert "row 8" not in out
+    assert grew < 300 * 1024, f"peak RSS grew by {grew / 1024:.0f} MiB"  # KiB

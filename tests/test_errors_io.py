@@ -103,3 +103,17 @@ def test_gpu_only_settings_raise_gpu_required():
             select_backend(load_config(None, ov), cuda=False, unsloth=False)
     with pytest.raises(GpuRequiredError, match="unsloth is not installed"):
         select_backend(load_config(None, ["--train.backend=unsloth"]), cuda=True, unsloth=False)
+
+
+def test_attack_no_option_is_matched_by_a_prefix(capsys):
+    """`--train.max_step=7` is refused, not taken as `--train.max_steps` (no prefix matching anywhere)."""
+    from medix_r1.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--train.max_step=7", "--print-config"])
+    assert e.value.code == 2 and "unrecognized arguments: --train.max_step=7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reward", "score", "--inp", "a.jsonl", "--output", "b.jsonl"])  # --inp is not --input
+    assert "--input" in capsys.readouterr().err
+    assert main(["train", "--train.max_steps=7", "--print-config"]) == 0
+    assert "max_steps: 7" in capsys.readouterr().out

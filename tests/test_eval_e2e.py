@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from medix_r1.cli import main
-from medix_r1.eval.judge import REEVALUATE
+from medix_r1.eval.grading import REEVALUATE
 
 pytestmark = pytest.mark.slow
 

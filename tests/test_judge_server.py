@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(gguf_path) -> tuple[subprocess.Popen, str]:
+def start_server(gguf_path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -50,6 +50,7 @@ def start_server(gguf_path) -> tuple[subprocess.Popen, str]:
         "2",
         "--name",
         NAME,
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -406,20 +407,133 @@ def test_non_loopback_bind_warns(model):
 
 
 def test_connection_cap_and_idle_timeout(model):
+    """Idle connections hold no slot; they are closed after the timeout; a slot is taken by a request."""
     with JudgeServer(model, port=0, name=NAME, max_connections=2, timeout=0.5).start() as srv:
         a = socket.create_connection(("127.0.0.1", srv.port))
         b = socket.create_connection(("127.0.0.1", srv.port))
         time.sleep(0.1)
-        c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-        assert c.recv(100).startswith(b"HTTP/1.1 429")
-        c.close()
+        assert get(f"http://127.0.0.1:{srv.port}/v1/models")["data"][0]["id"] == NAME
         a.settimeout(5)
         assert a.recv(10) == b""  # idle past the timeout: closed by the server
         for s in (a, b):
             s.close()
-        time.sleep(0.6)
-        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"  # slots freed
-        assert srv.refused_connections == 1
+        assert srv.refused_connections == 0
+
+
+def test_attack_requests_beyond_the_slots_are_429_but_health_answers(model, monkeypatch):
+    from medix_r1.judge import server as server_mod
+
+    release = threading.Event()
+    real = server_mod.generate
+
+    def held(chat, *a, **kw):
+        release.wait(60)
+        return real(chat, *a, **kw)
+
+    monkeypatch.setattr(server_mod, "generate", held)
+    with JudgeServer(model, port=0, name=NAME, max_connections=1, api_key="k").start() as srv:
+        body = json.dumps({"messages": MSG, "max_tokens": 1}).encode()
+        keeper = socket.create_connection(("127.0.0.1", srv.port))
+        keeper.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer k\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        deadline = time.monotonic() + 30
+        while srv._pending < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert http_post(srv.port, body)[0] == 401  # no key: refused, never given the slot
+        status, reply = http_post(srv.port, body, "Authorization: Bearer k\r\n")
+        assert status == 429 and "in progress" in reply["error"]["message"]
+        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"  # needs no slot
+        release.set()
+        keeper.settimeout(60)
+        assert keeper.recv(12).startswith(b"HTTP/1.1 200")
+        keeper.close()
+
+
+def test_attack_30000_empty_messages_are_refused_before_any_tokenizing(model):
+    with JudgeServer(model, port=0, name=NAME).start() as srv:
+        body = json.dumps({"messages": [{"role": "user", "content": ""}] * 30_000, "max_tokens": 1}).encode()
+        t0 = time.perf_counter()
+        status, reply = http_post(srv.port, body)
+        print(f"\n30,000 empty messages: HTTP {status} in {time.perf_counter() - t0:.2f} s")
+        assert status == 400 and reply["error"]["code"] == "context_length_exceeded"
+        assert "30000 messages cannot fit the context of 1024" in reply["error"]["message"]
+
+
+def test_attack_per_address_connection_cap(model):
+    """One address cannot take every connection: its third is refused, another address is served."""
+    with JudgeServer(model, port=0, name=NAME, max_per_client=2, timeout=10).start() as srv:
+        mine = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+        time.sleep(0.2)
+        third = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        reply = third.recv(1000)
+        assert reply.startswith(b"HTTP/1.1 429") and b"from 127.0.0.1 (max 2 per address)" in reply
+        third.close()
+        other = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=("127.0.0.2", 0))
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert other.recv(100).startswith(b"HTTP/1.1 200")
+        other.close()
+        for s in mine:
+            s.close()
+        time.sleep(0.3)
+        assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"  # freed on close
+
+
+def test_attack_slow_loris_cannot_lock_out_health(gguf_path):
+    """`medix judge serve --max-connections 4 --timeout 5`: four sockets that send one header byte every
+    2 s (no key, never finishing their head) hold no slot, /health and a chat request are served meanwhile,
+    and each slow socket is closed about 5 s after it started (a deadline on the whole head)."""
+    proc, base = start_server(gguf_path, "--max-connections", "4", "--timeout", "5")
+    try:
+        port = int(base.rsplit(":", 1)[1])
+        head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        t0 = time.monotonic()
+        closed_at: dict[int, float] = {}
+        stop_at = t0 + 14
+
+        def drip() -> None:
+            i = 0
+            while time.monotonic() < stop_at and len(closed_at) < len(socks):
+                for k, s in enumerate(socks):
+                    if k in closed_at:
+                        continue
+                    try:
+                        s.sendall(head[i : i + 1])
+                        s.setblocking(False)
+                        try:
+                            if s.recv(1000) == b"":
+                                closed_at[k] = time.monotonic() - t0
+                        except BlockingIOError:
+                            pass
+                        finally:
+                            s.setblocking(True)
+                    except OSError:
+                        closed_at[k] = time.monotonic() - t0
+                i += 1
+                time.sleep(2)
+
+        th = threading.Thread(target=drip)
+        th.start()
+        time.sleep(1.0)
+        statuses = []
+        for _ in range(3):
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=3) as r:
+                    statuses.append(r.status)
+            except urllib.error.HTTPError as e:
+                statuses.append(e.code)
+            time.sleep(1.0)
+        status, reply = post(base + "/v1/chat/completions", {"messages": MSG, "max_tokens": 1})
+        th.join(30)
+        for s in socks:
+            s.close()
+        print(f"\nslow-loris: /health {statuses}; slow sockets closed after {sorted(closed_at.values())} s")
+        assert statuses == [200, 200, 200] and status == 200, (statuses, status, reply)
+        assert len(closed_at) == 4 and max(closed_at.values()) < 5 + 4.5, closed_at
+    finally:
+        stop(proc)
 
 
 def test_full_queue_is_429_and_abandoned_requests_never_run(model, monkeypatch):

@@ -119,10 +119,15 @@ def test_eval_prompt_does_not_reuse_a_cache_filled_by_another_path(chat):
     assert (again == cold).all()
 
 
-def test_passive_openmp_wait_policy_is_warned_about(gguf_path, monkeypatch):
+def test_passive_openmp_wait_policy_set_by_the_user_is_kept(gguf_path, monkeypatch):
+    # medix_r1.llm.cpu chooses the wait policy from the machine's load; one the user set wins.
+    from medix_r1.llm.cpu import choose_threads
+
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
-    with pytest.warns(RuntimeWarning, match="OMP_WAIT_POLICY"):
-        LlamaCppChat(gguf_path, n_ctx=256, n_threads=2).close()
+    assert choose_threads(cores=2, busy=0.0).wait_policy == "PASSIVE"
+    chat = LlamaCppChat(gguf_path, n_ctx=256, n_threads=2)
+    assert chat.llm.n_threads == 2
+    chat.close()
 
 
 def test_missing_model_says_how_to_provide_it(tmp_path):
@@ -403,3 +408,83 @@ def test_connection_refused_says_how_to_start_a_judge():
     msg = str(e.value)
     assert "\n" not in msg and "connection refused" in msg and f"127.0.0.1:{port}" in msg
     assert f"medix judge serve --judge-model FILE.gguf --port {port}" in msg
+
+
+def test_attack_text_a_server_echoes_is_printed_escaped(faulty):
+    """A server's error text with terminal escape codes and a bidi override reaches the user escaped."""
+    handler, url = faulty
+    evil = "\x1b[2J\x1b]0;pwned\x07bad\u202eroivaheb \r\n"
+    handler.script = [(400, json.dumps({"error": {"message": evil}}).encode())]
+    with pytest.raises(BackendError) as e:
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
+    msg = str(e.value)
+    assert "\\x1b[2J\\x1b]0;pwned\\x07bad\\u202eroivaheb \\x0d\\x0a" in msg, msg
+    assert not any(c in msg for c in "\x1b\x07\u202e\r\n")
+    handler.script, handler.seen = [(400, b"\x1b[31mraw\x00")], 0
+    with pytest.raises(BackendError) as e:
+        OpenAIChat(url, "m", max_retries=0).chat(HELLO)
+    assert "\\x1b[31mraw\\x00" in str(e.value) and "\x1b" not in str(e.value)
+
+
+def test_attack_a_key_in_the_url_is_never_recorded(faulty, tmp_path, capsys):
+    """`--judge-url ...?api_key=SECRET`: OUT.meta.json and the output hold no SECRET (userinfo and every
+    credential-looking query parameter are redacted from recorded URLs)."""
+    from medix_r1.cli import main
+    from medix_r1.llm.remote import redact_url
+
+    assert redact_url("https://u:pw@h:8/v1?api_key=S1&key=S2&x=1&access_token=S3&sig=S4") == (
+        "https://h:8/v1?api_key=REDACTED&key=REDACTED&x=1&access_token=REDACTED&sig=REDACTED"
+    )
+    handler, url = faulty
+    handler.script = [(200, _ok("YES"))]
+    inp = tmp_path / "in.jsonl"
+    row = {"response": "<X_RAY><think>x</think><answer>fracture</answer>", "ground_truth": "<X_RAY> femur"}
+    inp.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    argv += ["--judge-url", url + "?api_key=SECRET-in-query&token=SECRET2", "--judge-name", "m"]
+    main(argv)
+    captured = capsys.readouterr()
+    meta = (tmp_path / "out.jsonl.meta.json").read_text()
+    assert "REDACTED" in meta
+    for text in (meta, out.read_text(), captured.out, captured.err):
+        assert "SECRET" not in text
+
+
+def _quadratic_scaffold(chat: LlamaCppChat, roles: tuple[str, ...]) -> list[list[int]]:
+    """The scaffold split as it was before issue 19 (a count and a split of the rest per message)."""
+    from medix_r1.llm.llamacpp import _SLOT
+
+    rest = chat.format_prompt([{"role": r, "content": _SLOT.format(i)} for i, r in enumerate(roles)])
+    pieces = []
+    for i in range(len(roles)):
+        before, rest = rest.split(_SLOT.format(i))
+        pieces.append(before)
+    pieces.append(rest)
+    return [chat.tokenize(p, special=True) for p in pieces]
+
+
+def test_attack_30000_empty_messages_build_in_linear_time(chat):
+    """The prompt of 30,000 empty messages is split from the template's rendering in one pass: the same
+    tokens as the old per-message split, measured against it here (printed, not asserted)."""
+    roles = (*(("user", "assistant")[i % 2] for i in range(40)), "user")
+    chat._scaffolds.clear()
+    assert chat._scaffold(roles) == _quadratic_scaffold(chat, roles)
+    msgs = [{"role": ("user", "assistant")[i % 2], "content": ""} for i in range(30_000)]
+    times = {}
+    for n in (3_000, 30_000):
+        chat._scaffolds.clear()
+        t0 = time.perf_counter()
+        tokens, starts = chat.chat_tokens(msgs[:n])
+        times[n] = time.perf_counter() - t0
+        assert len(starts) == n and len(tokens) > 3 * n
+    r = tuple(m["role"] for m in msgs[:10_000])
+    t0 = time.perf_counter()
+    _quadratic_scaffold(chat, r)
+    old = time.perf_counter() - t0
+    print(
+        f"\nchat_tokens of empty messages: 3,000 in {times[3_000]:.2f} s, 30,000 in {times[30_000]:.2f} s "
+        f"(x{times[30_000] / max(times[3_000], 1e-9):.1f} for x10 messages); the old split took {old:.2f} s "
+        "for the scaffold of 10,000"
+    )
+    chat._scaffolds.clear()

@@ -1,6 +1,6 @@
-"""Training under `accelerate launch --num_processes 2 --cpu` (gloo) with real parts: the SmolLM2-135M policy
-converted from the test GGUF, the real GGUF judge (in-process, or one `medix judge serve` shared by both
-processes) and the real ONNX embedder.
+"""Training under torch's launcher, `torchrun --nproc-per-node 2` (gloo on the CPU), with real parts: the
+SmolLM2-135M policy converted from the test GGUF, the real GGUF judge (in-process, or one `medix judge serve`
+shared by both processes) and the real ONNX embedder.
 
 - the `--plan` CPU rehearsal command, run as printed (GRPO, the judge served once for both processes);
 - equivalence: each process's advantages are its slice of the Rust group advantages of the gathered batch,
@@ -10,7 +10,8 @@ processes) and the real ONNX embedder.
   group and run the same two refill rounds (a timeout, never a hang);
 - GSPO killed (the whole process group) after its first checkpoint, then `--resume`d.
 
-The accelerate-config parse checks (DeepSpeed ZeRO-3, FSDP) need no model and are fast.
+The accelerate-config parse checks (DeepSpeed ZeRO-3, FSDP) and the refusal of `accelerate launch --cpu`
+(which starts one process) need no model and are fast.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ HERE = Path(__file__).parent
 TIMEOUT = 300  # per launch; a hang fails the test instead of blocking CI
 
 
-def _accelerate() -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch"]
+def _torchrun(*args: str) -> list[str]:
+    """``torchrun ARGS`` (as ``python -m torch.distributed.run``), ``--standalone``: a free rendezvous port,
+    so runs side by side do not collide on torchrun's default port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", *args]
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +91,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 def _driver(trace: Path, args: list[str], overrides: list[str]) -> list[dict]:
     _run(
         [
-            *_accelerate(),
-            "--num_processes",
-            "2",
-            "--cpu",
+            *_torchrun("--nproc-per-node", "2"),
             str(HERE / "mp_driver.py"),
             str(trace),
             *args,
@@ -191,6 +191,31 @@ def test_plan_accelerate_config_parses(strategy, tmp_path):
         assert args.use_fsdp and str(args.fsdp_version) == "2"
 
 
+def test_accelerate_cpu_launch_is_refused_with_the_torchrun_command(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts one process: refused at once with one line giving
+    the torchrun command, instead of training on one process."""
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("train:\n  max_steps: 1\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+    cmd += ["-m", "medix_r1.cli", "train", "--config", str(run_file)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("medix: error:")]
+    assert f"torchrun --nproc-per-node N -m medix_r1.cli train --config {run_file}" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_launcher_of_our_own():
+    """No /proc command-line parsing and no rank spawner in the package (torch's launcher does that)."""
+    import medix_r1
+
+    root = Path(medix_r1.__file__).parent
+    for f in root.rglob("*.py"):
+        text = f.read_text()
+        assert "cmdline" not in text, f
+        assert "MEDIX_SPAWNED_RANK" not in text, f
+
+
 # -- slow: two processes -------------------------------------------------------------------------------------
 
 
@@ -244,15 +269,15 @@ def test_plan_cpu_command_trains_grpo(gguf_path, minilm_onnx_dir, tiny_data, jud
 
     out = tmp_path / "grpo"
     plan = make_plan(load_config(None, []), str(tmp_path / "run.yaml"), 4)
-    line = next(x for x in plan.splitlines() if "accelerate launch --num_processes" in x)
+    line = next(x for x in plan.splitlines() if "torchrun --nproc-per-node" in x)
     cmd = shlex.split(line.lstrip("# "))
-    assert cmd[:5] == ["accelerate", "launch", "--num_processes", "2", "--cpu"]
+    assert cmd[:6] == ["torchrun", "--nproc-per-node", "2", "-m", "medix_r1.cli", "train"]
     assert "--reward.judge.url=http://127.0.0.1:8001/v1" in cmd
     (tmp_path / "run.yaml").write_text("algo:\n  name: grpo\n")
     overrides = _common(gguf_path, minilm_onnx_dir, tiny_data, out, "grpo")
     overrides = [o for o in overrides if not o.startswith("--reward.judge.")]
     overrides.append(f"--reward.judge.url={judge_server}")  # a free port instead of the plan's 8001
-    _run([*_accelerate(), *cmd[2:], *overrides])
+    _run([*_torchrun(), *cmd[1:], *overrides])
     rows = _check_outputs(out, 2)
     assert any(r["reward/accuracy_llm"] is not None for r in rows) or all(
         r["reward/format"] is not None for r in rows
@@ -318,10 +343,7 @@ def test_two_processes_gspo_killed_then_resumed(gguf_path, minilm_onnx_dir, tiny
     run_file = tmp_path / "run.yaml"
     run_file.write_text("algo:\n  name: gspo\n")
     cmd = [
-        *_accelerate(),
-        "--num_processes",
-        "2",
-        "--cpu",
+        *_torchrun("--nproc-per-node", "2"),
         "-m",
         "medix_r1.cli",
         "train",

@@ -508,3 +508,89 @@ def test_two_runs_on_one_output_are_stopped(tmp_path):
         with pytest.raises(DataError, match="being written by another"):
             score_file(inp, out, progress=False)
     assert score_file(inp, out, progress=False).rows == 1
+
+
+def test_attack_embedder_input_is_capped_by_characters(minilm_onnx_dir):
+    """The embedder sees at most MAX_EMBED_CHARS characters of a text: a 1 MB text embeds as its prefix."""
+    from medix_r1.embed import FastEmbedEmbedder
+    from medix_r1.embed.backends import MAX_EMBED_CHARS
+
+    emb = FastEmbedEmbedder(minilm_onnx_dir)
+    long = ("pneumonia of the right lower lobe " * 40_000)[:1_000_000]
+    a, b = emb.embed([long, long[:MAX_EMBED_CHARS]])
+    assert float(a @ b) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_attack_a_64_mb_answer_is_scored_on_a_prefix_and_marked(tmp_path, minilm_onnx_dir):
+    """A 64 MB answer with the embedder on: every row scored, that row marked truncated, bounded memory
+    (before: the tokenizer allocated ~160 bytes per character; 200 MB aborted the process, output empty)."""
+    import os
+    import subprocess
+    import sys
+
+    inp = tmp_path / "in.jsonl"
+    huge = "pneumonia " * (64 * 2**20 // 10)
+    with open(inp, "w", encoding="utf-8") as f:
+        f.write(
+            json.dumps({"response": GOOD.format("Right lower lobe pneumonia"), "ground_truth": GT}) + "\n"
+        )
+        f.write(json.dumps({"response": GOOD.format(huge), "ground_truth": GT}) + "\n")
+        f.write(json.dumps({"response": GOOD.format("pneumonia"), "ground_truth": GT}) + "\n")
+    del huge
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "medix_r1.cli", "reward", "score", "--input", str(inp), "--output", str(out)]
+    cmd += ["--embed-model", str(minilm_onnx_dir), "--no-progress"]
+    p = subprocess.Popen(cmd, env=_subprocess_env(), stderr=subprocess.PIPE)
+    err = p.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    print(f"\n64 MB answer: exit {p.returncode}, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
+    assert p.returncode == 0, err[-2000:]
+    rows = []
+    with open(out, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            r.pop("response")
+            rows.append(r)
+    assert len(rows) == 3 and all(r["accuracy_embed"] is not None for r in rows)
+    assert rows[1]["truncated"] == ["accuracy_embed"]
+    assert "truncated" not in rows[0] and "truncated" not in rows[2]
+    assert usage.ru_maxrss < 2 * 2**20  # KiB: under 2 GiB for a 64 MB row
+
+
+@pytest.mark.slow
+def test_attack_resuming_a_long_output_streams_it(tmp_path):
+    """Resuming an output of 300,000 rows reads it line by line: the resuming process's peak memory is
+    about that of resuming 30,000 rows (it held every row as a dict before: ~+200 MB here, ~1 GB at 1M)."""
+    import subprocess
+    import sys
+
+    from medix_r1.rewards.score_file import score_file
+
+    peaks = {}
+    for n in (30_000, 300_000):
+        inp, out = tmp_path / f"in{n}.jsonl", tmp_path / f"out{n}.jsonl"
+        with open(inp, "w", encoding="utf-8") as f:
+            for i in range(n):
+                f.write(
+                    json.dumps({"id": f"r{i}", "response": GOOD.format(f"a{i}"), "ground_truth": GT}) + "\n"
+                )
+        score_file(inp, out, batch_size=20_000, progress=False)  # format-only: no models
+        code = (
+            "import resource, sys; from medix_r1.rewards.score_file import score_file; "
+            "r = score_file(sys.argv[1], sys.argv[2], progress=False); "
+            "print(r.skipped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(inp), str(out)],
+            env=_subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        skipped, peak = map(int, done.stdout.split())
+        assert skipped == n
+        peaks[n] = peak / 1024
+    print(f"\nresume peak RSS: 30,000 rows {peaks[30_000]:.0f} MiB, 300,000 rows {peaks[300_000]:.0f} MiB")
+    assert peaks[300_000] - peaks[30_000] < 40  # MiB; streaming: independent of the row count

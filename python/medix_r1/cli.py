@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 from medix_r1 import __version__
 from medix_r1.errors import MedixError, MedixInputError, UserError
@@ -16,11 +17,22 @@ from medix_r1.errors import MedixError, MedixInputError, UserError
 __all__ = ["UserError", "build_parser", "main"]  # UserError: kept importable from here
 
 # (module in medix_r1.commands, the subcommand it registers): kept in the order --help lists them.
-COMMANDS = ("demo", "train", "data", "reward", "judge", "embed", "eval", "bundle", "doctor")
+COMMANDS = (
+    "demo", "train", "data", "reward", "judge", "embed", "eval", "export", "serve", "bundle", "doctor",
+)  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching: `--train.max_step=7` is an error, not `--train.max_steps`. Subcommand parsers
+    are made with the class of their parent, so every parser of the CLI is one of these."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medix",
         description="Offline MediX-R1: train medical (vision-)language models with RL and evaluate them.",
     )

@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import DataError, MedixError
 
-__all__ = ["MissingDependencyError", "is_vision_checkpoint", "load_image"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MissingDependencyError",
+    "is_vision_checkpoint",
+    "load_image",
+]
+
+# Bounds on one image, checked before anything is decoded: bytes read from a file (a 3 GB sparse file is
+# refused from its size, a /proc file stops at the cap) and pixels (width x height from the header; a
+# 13000 x 13000 PNG would take 1.3 GB). Vision processors resize to well under a megapixel; 40 M pixels
+# still takes a 6000 x 6000 radiograph whole.
+MAX_IMAGE_BYTES = 256 * 2**20
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 class MissingDependencyError(MedixError, ImportError):
@@ -50,9 +64,15 @@ def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
     elif isinstance(ref, (bytes, bytearray)):
         data = bytes(ref)
     elif isinstance(ref, dict):
-        if ref.get("bytes"):
-            data = bytes(ref["bytes"])
+        raw = ref.get("bytes")
+        if raw is not None and not isinstance(raw, (bytes, bytearray, memoryview)):
+            # bytes(1e11) would allocate 100 GB, bytes("abc") raise a TypeError: neither is image data.
+            raise DataError(f"image entry's bytes must be binary data, got {type(raw).__name__}")
+        if raw:
+            data = bytes(raw)
         elif ref.get("path"):
+            if not isinstance(ref["path"], (str, Path)):
+                raise DataError(f"image entry's path must be a string, got {type(ref['path']).__name__}")
             path = Path(ref["path"])
         else:
             raise DataError("image entry has neither bytes nor path")
@@ -65,7 +85,7 @@ def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
             path = base / path
         if not path.is_file():
             raise DataError(f"image file not found: {path}", path=path)
-        data = path.read_bytes()
+        data = _read_capped(path)
     if img is None:
         assert data is not None
         if (len(data) > 132 and data[128:132] == b"DICM") or (
@@ -73,16 +93,46 @@ def load_image(ref: Any, base: Path, max_side: int = 0) -> Any:
         ):
             img = _dicom_to_pil(data, path)
         else:
+            where = f" {path}" if path else ""
             try:
-                img = Image.open(io.BytesIO(data))
+                with warnings.catch_warnings():  # PIL's bomb warning: the size is checked here instead
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    img = Image.open(io.BytesIO(data))  # reads the header only
+                w, h = img.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(
+                        f"image{where} is {w} x {h} pixels, more than the {MAX_IMAGE_PIXELS:,} read "
+                        "(medix_r1.media.MAX_IMAGE_PIXELS); shrink it first",
+                        path=path,
+                    )
                 img.load()
+            except DataError:
+                raise
             except Exception as e:  # PIL raises many types for a bad file; all mean "cannot read it"
-                where = f" {path}" if path else ""
                 raise DataError(f"unreadable image{where}: {e}", path=path) from None
     img = img.convert("RGB")
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side))
     return img
+
+
+def _read_capped(path: Path) -> bytes:
+    """The file's bytes, refused (DataError) when over MAX_IMAGE_BYTES or unreadable (``/proc/self/mem``)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(
+                f"image file {path} is {size:,} bytes, more than the {MAX_IMAGE_BYTES:,} read "
+                "(medix_r1.media.MAX_IMAGE_BYTES)",
+                path=path,
+            )
+        with open(path, "rb") as f:  # a size of 0 proves nothing (/proc): read at most the cap + 1
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as e:
+        raise DataError(f"image file {path} cannot be read: {e.strerror or e}", path=path) from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise DataError(f"image file {path} holds more than {MAX_IMAGE_BYTES:,} bytes", path=path)
+    return data
 
 
 def _dicom_to_pil(data: bytes, path: Path | None) -> Any:
@@ -98,7 +148,16 @@ def _dicom_to_pil(data: bytes, path: Path | None) -> Any:
         ) from None
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        if rows * cols > MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"DICOM{f' {path}' if path else ''} frames are {cols} x {rows} pixels, more than the "
+                f"{MAX_IMAGE_PIXELS:,} read (medix_r1.media.MAX_IMAGE_PIXELS)",
+                path=path,
+            )
         arr = ds.pixel_array.astype(np.float64)
+    except DataError:
+        raise
     except Exception as e:  # pydicom raises many types for a bad or compressed file
         raise DataError(f"unreadable DICOM{f' {path}' if path else ''}: {e}", path=path) from None
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):

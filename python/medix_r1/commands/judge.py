@@ -54,7 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the variable: a key on the command line is visible to other users of the machine)",
     )
     s.add_argument(
-        "--max-connections", metavar="N", type=int, default=64, help="open connections at most (beyond: 429)"
+        "--max-connections",
+        metavar="N",
+        type=int,
+        default=64,
+        help="requests served at once; a request gets a slot only when fully read and authorised "
+        "(beyond: 429)",
+    )
+    s.add_argument(
+        "--max-per-client",
+        metavar="N",
+        type=int,
+        default=16,
+        help="open connections from one client address (beyond: 429)",
     )
     s.add_argument(
         "--max-queue",
@@ -68,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         type=float,
         default=30.0,
-        help="seconds a connection may idle or take to send",
+        help="seconds a connection may idle plus take to send a whole request (head and body)",
     )
     s.add_argument(
         "--max-body", metavar="N", type=int, default=1024 * 1024, help="largest request body in bytes"
@@ -106,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError(f"--n-ctx must be >= 256, got {args.n_ctx}")
     if args.n_threads is not None and args.n_threads < 1:
         raise UserError(f"--n-threads must be >= 1, got {args.n_threads}")
-    for flag in ("max_connections", "max_queue", "max_body"):
+    for flag in ("max_connections", "max_queue", "max_body", "max_per_client"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.timeout > 0:
@@ -126,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             timeout=args.timeout,
             max_body=args.max_body,
+            max_per_client=args.max_per_client,
         )
     except (MissingModelError, BackendError) as e:
         raise UserError(str(e)) from e

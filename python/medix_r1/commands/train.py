@@ -58,9 +58,11 @@ def _train(args: argparse.Namespace) -> int:
         n = args.gpus if args.gpus is not None else count_gpus()
         print(make_plan(cfg, args.config, n, args.strategy), end="")
         return 0
+    from medix_r1.train.trainer import refuse_accelerate_cpu_launch, run_training
+
+    refuse_accelerate_cpu_launch()  # before anything else: it started one process where N were meant
     if not args.config:
         raise UserError("--config FILE is required (see --print-config for the options)")
-    from medix_r1.train.trainer import run_training
 
     try:
         result = run_training(cfg, resume=args.resume)

@@ -6,19 +6,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medix_r1.embed.backends import Embedder
+from medix_r1.embed.backends import MAX_EMBED_CHARS, Embedder, cap_text
 
-__all__ = ["embedding_accuracy", "pair_cosines"]
+__all__ = ["MAX_EMBED_CHARS", "embedding_accuracy", "pair_cosines", "was_cut"]
+
+
+def was_cut(*texts: str) -> bool:
+    """True when the embedder sees only a prefix of one of ``texts`` (longer than MAX_EMBED_CHARS)."""
+    return any(len(t) > MAX_EMBED_CHARS for t in texts)
 
 
 def pair_cosines(embedder: Embedder, answers: Sequence[str], ground_truths: Sequence[str]) -> np.ndarray:
     """Cosine similarity of each (answer, ground truth) pair, embedding every distinct text once."""
     if len(answers) != len(ground_truths):
         raise ValueError(f"{len(answers)} answers but {len(ground_truths)} ground truths")
-    index: dict[str, int] = {}
-    a_idx = np.fromiter((index.setdefault(str(t), len(index)) for t in answers), np.int64, len(answers))
+    index: dict[str, int] = {}  # texts as the embedder gets them: cut to MAX_EMBED_CHARS
+    a_idx = np.fromiter(
+        (index.setdefault(cap_text(str(t)), len(index)) for t in answers), np.int64, len(answers)
+    )
     g_idx = np.fromiter(
-        (index.setdefault(str(t), len(index)) for t in ground_truths), np.int64, len(ground_truths)
+        (index.setdefault(cap_text(str(t)), len(index)) for t in ground_truths), np.int64, len(ground_truths)
     )
     if not index:
         return np.zeros(0, dtype=np.float64)

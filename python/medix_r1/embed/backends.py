@@ -16,7 +16,26 @@ from medix_r1.embed.config import EmbedConfig
 from medix_r1.embed.export import MANIFEST, read_manifest
 from medix_r1.errors import DataError, MissingModelError, check_model_path
 
-__all__ = ["Embedder", "FastEmbedEmbedder", "SentenceTransformerEmbedder", "make_embedder"]
+__all__ = [
+    "MAX_EMBED_CHARS",
+    "Embedder",
+    "FastEmbedEmbedder",
+    "SentenceTransformerEmbedder",
+    "cap_text",
+    "make_embedder",
+]
+
+# Characters of one text an embedder is given. The tokenizer would otherwise allocate for the whole text
+# before truncating to the model's 256-512 tokens (a 20 MB answer took 3.2 GB; 200 MB aborted the process);
+# 16 Ki characters is over 30 per token of a 512-token model, so only text that is mostly whitespace can
+# reach the model's token limit later than this cap. Callers record which rows were cut.
+MAX_EMBED_CHARS = 16_384
+
+
+def cap_text(text: str, limit: int = MAX_EMBED_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (the embedder never sees more)."""
+    return text if len(text) <= limit else text[:limit]
+
 
 _HOW_ONNX = (
     "Export a local Hugging Face checkpoint first: `medix embed export --from CHECKPOINT_DIR --to ONNX_DIR`, "
@@ -130,8 +149,9 @@ class FastEmbedEmbedder:
         self.name = f"fastembed:{d.name}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One (n, dim) float32 array of unit rows, in input order, batched over the whole input."""
-        texts = [str(t) for t in texts]
+        """One (n, dim) float32 array of unit rows, in input order, batched over the whole input; each text
+        cut to :data:`MAX_EMBED_CHARS` first."""
+        texts = [cap_text(str(t)) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         try:
@@ -167,7 +187,7 @@ class SentenceTransformerEmbedder:
         self.name = f"sentence-transformers:{d.name}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = [str(t) for t in texts]
+        texts = [cap_text(str(t)) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self._model.encode(

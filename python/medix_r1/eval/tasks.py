@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medix_r1 import jsonl
-from medix_r1.config import build
+from medix_r1.config import build, check_fields, short
 from medix_r1.errors import ConfigError, DataError
 
 __all__ = [
@@ -102,12 +102,10 @@ class TaskSpec:
     bundled: bool = False
 
     def __post_init__(self) -> None:
-        if self.type not in TYPES:
-            raise TaskError(f"task {self.name!r}: type must be one of {', '.join(TYPES)}, got {self.type!r}")
-        if self.answer_format not in ("index", "label", "text", "auto"):
-            raise TaskError(f"task {self.name!r}: answer_format must be index|label|text|auto")
-        if self.format not in ("auto", "arrow", "parquet", "jsonl"):
-            raise TaskError(f"task {self.name!r}: format must be auto|arrow|parquet|jsonl")
+        try:  # every field by its annotation (the Literals: type, answer_format, format)
+            check_fields(self, "")
+        except ConfigError as e:
+            raise TaskError(f"task {short(self.name)}: {e}") from None
         if self.question is None and self.fixed_question is None:
             raise TaskError(f"task {self.name!r}: give a question column or a fixed_question")
 
@@ -297,15 +295,15 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
     """Tasks defined in YAML: one mapping, or a list of them, or ``{tasks: [...]}``. Each needs ``name`` and
     ``path`` (relative paths are resolved against the YAML file's folder) and may set any TaskSpec field,
     e.g. ``format``, ``type`` (qa|mcq|report|summary), ``question``, ``answer``, ``choices``, ``image``."""
-    import yaml
+    from medix_r1.config import load_yaml
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise TaskError(f"task file not found: {p}", path=p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TaskError(f"{p}: not valid YAML: {e}", path=p) from None
+        data = load_yaml(p)
+    except ConfigError as e:
+        raise TaskError(str(e), path=p) from None
     if isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     items = data if isinstance(data, list) else [data]
@@ -319,12 +317,13 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
         unknown = sorted(set(item) - known)
         if unknown:
             raise TaskError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{where}: unknown key(s) {', '.join(short(k, 40) for k in unknown[:10])}; "
+                f"known: {', '.join(sorted(known))}"
             )
         if not item.get("name") or not item.get("path"):
             raise TaskError(f"{where}: `name` and `path` (the local data file or directory) are required")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(item["name"])):
-            raise TaskError(f"{where}: name {item['name']!r} may use letters, digits, _ . - only")
+            raise TaskError(f"{where}: name {short(item['name'])} may use letters, digits, _ . - only")
         dpath = Path(str(item["path"])).expanduser()
         item["path"] = str(dpath if dpath.is_absolute() else (p.parent / dpath))
         try:  # every value converted and checked by its TaskSpec annotation

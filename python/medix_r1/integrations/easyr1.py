@@ -11,6 +11,9 @@ Plug it into the authors' EasyR1 recipe in place of their ``medical.py``::
 this module's ``REWARD_TYPE = "batch"`` and reject ``worker.reward.reward_type`` (``ConfigKeyError: Key
 'reward_type' not in 'RewardConfig'``); older EasyR1 releases had that key, defaulting to ``batch``. Their
 loader calls ``compute_score(list_of_inputs, **reward_function_kwargs)`` and expects one dict per input.
+Custom components go in the same kwargs: ``'{extra: [{function: /abs/path/check.py:fn, weight: 0.2}]}'``;
+each is a key of the returned dicts named after its function, and a share of ``overall``
+(:mod:`medix_r1.rewards.extra`); the other keys of EasyR1's reward inputs are passed to it as columns.
 Configure the models with environment variables, set for the reward workers:
 
 - ``MEDIX_JUDGE_MODEL``: a local ``.gguf`` judge run in-process by llama.cpp, or
@@ -55,7 +58,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from medix_r1.rewards.composite import COMPONENTS, CompositeReward, RewardConfig
+from medix_r1.rewards.composite import CompositeReward, RewardConfig
 
 __all__ = ["REWARD_NAME", "REWARD_TYPE", "compute_score", "config_from_env", "get_reward"]
 
@@ -66,7 +69,9 @@ _REWARDS: dict[tuple, CompositeReward] = {}
 _LOCK = threading.Lock()
 
 
-def config_from_env(format_weight: float = 0.1, environ: Any = None) -> RewardConfig:
+def config_from_env(
+    format_weight: float = 0.1, environ: Any = None, extra: list[dict[str, Any]] | None = None
+) -> RewardConfig:
     """The RewardConfig the ``MEDIX_*`` environment variables describe (reference mode unless
     ``MEDIX_REWARD_MODE`` says otherwise)."""
     env = os.environ if environ is None else environ
@@ -83,13 +88,14 @@ def config_from_env(format_weight: float = 0.1, environ: Any = None) -> RewardCo
             "judge": judge,
             "embed": embed,
             "max_unscorable_fraction": float(env.get("MEDIX_MAX_UNSCORABLE", "0.5")),
+            "extra": list(extra or []),
         }
     )
 
 
-def get_reward(format_weight: float = 0.1) -> CompositeReward:
+def get_reward(format_weight: float = 0.1, extra: list[dict[str, Any]] | None = None) -> CompositeReward:
     """The process-wide CompositeReward for the current environment (built once, models loaded lazily)."""
-    cfg = config_from_env(format_weight)
+    cfg = config_from_env(format_weight, extra=extra)
     key = (repr(cfg),)
     with _LOCK:
         reward = _REWARDS.get(key)
@@ -105,7 +111,10 @@ def get_reward(format_weight: float = 0.1) -> CompositeReward:
 
 
 def compute_score(
-    reward_inputs: list[dict[str, Any]], format_weight: float = 0.1, missing: str = "nan"
+    reward_inputs: list[dict[str, Any]],
+    format_weight: float = 0.1,
+    missing: str = "nan",
+    extra: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
     """EasyR1's batch reward function: one dict of floats per input (``response``, ``ground_truth``), every
     dict with the same keys (``missing="nan"``: NaN where a component does not apply or was unscorable)."""
@@ -118,8 +127,12 @@ def compute_score(
         )
     responses = [str(x["response"]) for x in reward_inputs]
     gts = [str(x["ground_truth"]) for x in reward_inputs]
-    reward = get_reward(format_weight)
-    scores = reward.score(responses, gts)
+    reward = get_reward(format_weight, extra)
+    columns = None
+    if reward.extras:
+        names = {k for x in reward_inputs for k in x} - {"response", "ground_truth"}
+        columns = {k: [x.get(k) for x in reward_inputs] for k in sorted(names)}
+    scores = reward.score(responses, gts, columns)
 
     by_gt: dict[str, list[float]] = defaultdict(list)
     for g, s in zip(gts, scores):
@@ -133,8 +146,7 @@ def compute_score(
         raise JudgeFailedError(f"no item of this batch could be scored; first error: {first}")
     batch_mean = sum(scored) / len(scored) if scored else 0.0
 
-    # Every column the reward returns (the built-in components, and any others it was configured with).
-    keys = [k for k in scores[0] if k != "errors"] if scores else list(COMPONENTS)
+    keys = reward.columns  # overall, the built-in components, then each custom one: every key, every item
     out: list[dict[str, float]] = []
     filled = with_errors = 0
     for g, s in zip(gts, scores):

@@ -5,8 +5,10 @@
 off and spliced into the chat template (:meth:`~medix_r1.llm.LlamaCppChat.chat_tokens`), so no client text
 becomes a control token; roles are limited to system/user/assistant.
 
-Under load: at most ``max_connections`` connections (beyond: 429 and close), each with a socket timeout; at
-most ``max_queue`` requests waiting for the model (beyond: 429); a waiting or running request whose client
+Under load: at most ``max_per_client`` open connections per client address; each must send a whole request
+(head and body) within ``timeout`` seconds; at most ``max_connections`` requests served at once, a slot
+being given only to a request that is fully read and authorised (beyond: 429 and close); at most
+``max_queue`` requests waiting for the model (beyond: 429); a waiting or running request whose client
 has gone is dropped; the body size is checked from Content-Length before anything is read; malformed input
 of any kind is a 400. Decoding is serialised on the one llama.cpp context, always on the same worker thread:
 llama.cpp's OpenMP build starts a thread team per calling thread, and a new team for every connection costs
@@ -15,6 +17,7 @@ llama.cpp's OpenMP build starts a thread team per calling thread, and a new team
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import select
@@ -102,10 +105,12 @@ def generate(
     top_logprobs: int | None = None,
     seed: int | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Generation:
     """Complete ``messages`` (or their ready ``tokens``) token by token, with the top ``top_logprobs``
     alternatives for every token when asked (OpenAI's ``logprobs.content`` layout). Temperature 0 is greedy.
-    ``cancelled()`` is checked before every token; when true, :class:`Cancelled` is raised."""
+    ``cancelled()`` is checked before every token; when true, :class:`Cancelled` is raised. ``on_text(delta)``
+    (streaming) receives the text as it grows, never a piece of a stop string or of a UTF-8 character."""
     if tokens is None:
         tokens = chat.chat_tokens(list(messages or []))[0]
     prompt = list(tokens)
@@ -116,6 +121,8 @@ def generate(
     entries: list[dict] = []
     text = ""
     finish = "length"
+    sent = 0  # characters of text already handed to on_text
+    hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still be forming in the tail
     with chat.lock:
         if len(prompt) + max_tokens > chat.llm.n_ctx():
             raise BackendError(
@@ -140,6 +147,13 @@ def generate(
             if cut >= 0:
                 text, finish = text[:cut], "stop"
                 break
+            if on_text is not None:
+                safe = len(text.rstrip("\ufffd")) - hold  # a torn UTF-8 character decodes as U+FFFD
+                if safe > sent:
+                    on_text(text[sent:safe])
+                    sent = safe
+    if on_text is not None and len(text) > sent:
+        on_text(text[sent:])
     return Generation(text, finish, len(prompt), len(out), entries)
 
 
@@ -216,33 +230,115 @@ class _Job:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """Connections and slots. A connection is accepted while its address has fewer than ``max_per_client``
+    open and all addresses together fewer than ``max_open``; it must send a whole request (head and body)
+    within ``deadline`` seconds of starting it, or of its previous response (a reaper in the accept loop
+    shuts its socket down); a request gets one of ``max_connections`` slots only once it is fully read and
+    authorised. So clients that send slowly, or without a key, hold a thread for at most ``deadline``
+    seconds and never a slot."""
+
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int):
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+        *,
+        max_per_client: int = 16,
+        deadline: float = 30.0,
+    ):
         self._slots = threading.BoundedSemaphore(max_connections)
-        self.refused_connections = 0
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.max_open = max(4 * max_connections, 2 * max_per_client)
+        self.deadline = deadline
+        self.refused_connections = 0  # 429: no slot, or too many connections (from one address)
+        self.timed_out = 0  # connections closed for not sending their request in time
+        self._lock = threading.Lock()
+        self._per_client: dict[str, int] = {}
+        self._open = 0
+        self._watched: dict[socket.socket, float] = {}
         super().__init__(addr, handler)
 
+    def _refuse(self, request: Any, message: str) -> None:
+        self.refused_connections += 1
+        body = json.dumps({"error": {"message": message, "type": "rate_limit_error"}})
+        try:
+            request.settimeout(1.0)
+            request.sendall(
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\n" + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused_connections += 1
-            body = json.dumps({"error": {"message": "too many connections", "type": "rate_limit_error"}})
-            try:
-                request.settimeout(1.0)
-                request.sendall(
-                    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\n" + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
+        who = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        with self._lock:
+            mine = self._per_client.get(who, 0)
+            refuse = None
+            if mine >= self.max_per_client:
+                refuse = f"too many connections from {who} (max {self.max_per_client} per address)"
+            elif self._open >= self.max_open:
+                refuse = f"too many open connections (max {self.max_open})"
+            else:
+                self._per_client[who] = mine + 1
+                self._open += 1
+        if refuse:
+            self._refuse(request, refuse)
             return
         try:
-            super().process_request(request, client_address)
+            super().process_request(request, (who, *client_address[1:]))
         except BaseException:
-            self._slots.release()
+            self._forget(who)
             raise
+
+    def _forget(self, who: str) -> None:
+        with self._lock:
+            self._open -= 1
+            n = self._per_client.get(who, 1) - 1
+            if n:
+                self._per_client[who] = n
+            else:
+                self._per_client.pop(who, None)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.unwatch(request)
+            self._forget(client_address[0])
+
+    def watch(self, sock: socket.socket) -> None:
+        """Start the clock on ``sock``: it must finish sending a request within ``deadline`` seconds."""
+        with self._lock:
+            self._watched[sock] = time.monotonic() + self.deadline
+
+    def unwatch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._watched.pop(sock, None)
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` every poll interval: shut down sockets past their deadline (the
+        handler's blocked read then sees end-of-file and the thread ends)."""
+        super().service_actions()
+        now = time.monotonic()
+        with self._lock:
+            late = [s for s, t in self._watched.items() if t <= now]
+            for s in late:
+                del self._watched[s]
+                self.timed_out += 1
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def take_slot(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def release_slot(self) -> None:
+        self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up or stalls is its own problem, not a server error worth a traceback.
@@ -250,19 +346,16 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
 
 class JudgeServer:
     """A running server: ``url`` (the OpenAI base URL, ending in ``/v1``), ``close()``.
 
     ``model``: a GGUF path (``n_ctx``/``n_gpu_layers``/``n_threads`` apply) or an open
     :class:`~medix_r1.llm.LlamaCppChat`. ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
-    but ``/health``). ``timeout``: seconds a connection may stay idle or take to send its request.
+    but ``/health``). ``timeout``: seconds a connection may stay idle plus take to send a whole request
+    (head and body), a deadline, not a per-read timeout. ``max_connections``: requests being served at
+    once; a request takes a slot only once it is fully read and authorised. ``max_per_client``: open
+    connections from one address (beyond: 429 at once).
     """
 
     def __init__(
@@ -280,9 +373,12 @@ class JudgeServer:
         max_queue: int = 32,
         timeout: float = 30.0,
         max_body: int = MAX_BODY,
+        max_per_client: int = 16,
     ) -> None:
-        if max_connections < 1 or max_queue < 1 or timeout <= 0 or max_body < 1:
-            raise ValueError("max_connections, max_queue, timeout and max_body must be positive")
+        if min(max_connections, max_queue, max_body, max_per_client) < 1 or not timeout > 0:
+            raise ValueError(
+                "max_connections, max_queue, max_per_client, timeout and max_body must be positive"
+            )
         if isinstance(model, LlamaCppChat):
             self.chat = model
         else:
@@ -306,7 +402,13 @@ class JudgeServer:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.httpd = _HTTPServer((host, port), _make_handler(self), max_connections)
+        self.httpd = _HTTPServer(
+            (host, port),
+            _make_handler(self),
+            max_connections,
+            max_per_client=max_per_client,
+            deadline=timeout,
+        )
         h, p = self.httpd.server_address[:2]
         self.host, self.port = str(h), int(p)
         self.url = f"http://{self.host}:{self.port}/v1"
@@ -315,6 +417,11 @@ class JudgeServer:
     @property
     def refused_connections(self) -> int:
         return self.httpd.refused_connections
+
+    @property
+    def timed_out(self) -> int:
+        """Connections closed because their request was not sent within ``timeout``."""
+        return self.httpd.timed_out
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
@@ -351,6 +458,13 @@ class JudgeServer:
         ``tokens`` is the prompt exactly as the model will get it."""
         if not isinstance(body, dict):
             raise _BadRequest("the request body must be a JSON object")
+        n_msgs = len(body["messages"]) if isinstance(body.get("messages"), list) else 0
+        if n_msgs > self.chat.llm.n_ctx():  # every message costs template tokens: this many cannot fit
+            raise _BadRequest(
+                f"{n_msgs} messages cannot fit the context of {self.chat.llm.n_ctx()} tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         messages = _messages(body)
         model = body.get("model")
         if model is not None and model != self.model_name:
@@ -446,12 +560,6 @@ class JudgeServer:
             },
         }
 
-    def chat_completion(self, body: Any) -> dict:
-        """Serve one chat request in the calling thread (decoding on the model thread)."""
-        kwargs = self.parse_request(body)
-        gen = self.submit(_Job(kwargs)).result()
-        return self.completion(gen, kwargs["top_logprobs"] is not None)
-
 
 def _client_gone(sock: socket.socket) -> bool:
     """True when the peer closed its side (readable with nothing to read)."""
@@ -468,7 +576,33 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "medix-judge"
-        timeout = server.timeout  # per-connection socket timeout: idle keep-alive connections are closed
+        timeout = server.timeout  # per-read socket timeout; the deadline on a whole request is the reaper's
+
+        @property
+        def httpd(self) -> _HTTPServer:
+            assert isinstance(self.server, _HTTPServer)
+            return self.server
+
+        def handle_one_request(self) -> None:
+            self.httpd.watch(self.connection)  # idle time + request head + body: one deadline
+            try:
+                super().handle_one_request()
+            finally:
+                self.httpd.unwatch(self.connection)
+
+        def _take_slot(self) -> bool:
+            """Once the request is read and authorised: a slot, or 429 and close."""
+            self.httpd.unwatch(self.connection)
+            if self.httpd.take_slot():
+                return True
+            self.httpd.refused_connections += 1
+            self.close_connection = True
+            self._error(
+                429,
+                f"too many requests in progress (max {self.httpd.max_connections}); retry later",
+                kind="rate_limit_error",
+            )
+            return False
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise here
             pass
@@ -496,6 +630,8 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             got = self.headers.get("Authorization", "")
             if hmac.compare_digest(got.encode("utf-8", "replace"), f"Bearer {server.api_key}".encode()):
                 return True
+            if self.command != "GET":
+                self.close_connection = True  # its body is never read from a client without the key
             self._error(
                 401, "missing or wrong API key (Authorization: Bearer ...)", kind="authentication_error"
             )
@@ -503,14 +639,19 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
-            if path in ("/health", "/v1/health"):
+            if path in ("/health", "/v1/health"):  # no slot: it must answer while every slot is busy
+                self.httpd.unwatch(self.connection)
                 self._send(200, {"status": "ok", "model": server.model_name})
-            elif not self._authorised():
                 return
-            elif path in ("/v1/models", "/models"):
-                self._send(200, server.models())
-            else:
-                self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
+            if not self._authorised() or not self._take_slot():
+                return
+            try:
+                if path in ("/v1/models", "/models"):
+                    self._send(200, server.models())
+                else:
+                    self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
+            finally:
+                self.httpd.release_slot()
 
         def _read_body(self) -> bytes | None:
             raw_len = self.headers.get("Content-Length")
@@ -544,15 +685,21 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
+            if not self._authorised():
+                return
             try:
                 raw = self._read_body()
             except (TimeoutError, OSError):
                 self.close_connection = True
                 return
-            if raw is None:
+            if raw is None or not self._take_slot():
                 return
-            if not self._authorised():
-                return
+            try:
+                self._post(path, raw)
+            finally:
+                self.httpd.release_slot()
+
+        def _post(self, path: str, raw: bytes) -> None:
             if path not in ("/v1/chat/completions", "/chat/completions"):
                 self._error(404, f"no such endpoint: POST {self.path[:200]}", kind="not_found_error")
                 return

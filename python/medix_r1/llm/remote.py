@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 from medix_r1.errors import BackendError
 
-__all__ = ["OpenAIChat", "is_loopback_host", "normalise_base_url"]
+__all__ = ["OpenAIChat", "is_loopback_host", "normalise_base_url", "printable", "redact_url"]
 
 MAX_REPLY = 64 * 1024 * 1024  # a reply larger than this is a broken server, not a verdict
 
@@ -46,6 +47,31 @@ def normalise_base_url(base_url: str) -> str:
     if not path:
         path = "/v1"  # the usual mount point; servers mounted elsewhere are named with their full path
     return urllib.parse.urlunsplit((u.scheme, u.netloc, path, "", ""))
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|auth|sig|credential|session", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to record (a meta file, a log): no userinfo, and the value of every query parameter whose
+    name looks like a credential (``api_key``, ``key``, ``token``, ``sig``, ...) replaced by ``REDACTED``."""
+    try:
+        u = urllib.parse.urlsplit(str(url))
+        netloc = u.netloc.rpartition("@")[2]
+        query = urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+    except ValueError:
+        return "<unparsable URL>"
+    query = [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in query]
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, urllib.parse.urlencode(query), ""))
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """Text a server sent, cut to ``limit`` characters with control and bidi characters escaped, fit for a
+    terminal (no escape sequences, no reordered lines)."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", text[:limit]
+    )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -375,7 +401,8 @@ class OpenAIChat:
 
 
 def _error_detail(raw: bytes, reason: str) -> str:
+    """The server's error message, printable (a server may echo back anything, escape codes included)."""
     try:
-        return str(json.loads(raw)["error"]["message"])
+        return printable(str(json.loads(raw)["error"]["message"]))
     except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-        return raw[:300].decode("utf-8", errors="replace") or reason
+        return printable(raw[:300].decode("utf-8", errors="replace") or reason)

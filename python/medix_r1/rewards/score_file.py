@@ -1,8 +1,9 @@
 """Score a JSONL file of (response, ground truth) rows with the composite reward, resumably.
 
 Every non-blank input line gives exactly one output line, in order: the input's fields plus ``overall``,
-``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality`` (null when not applicable or unscorable) and
-``errors``. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
+``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality``, then each custom component by its function's
+name (null when not applicable or unscorable) and ``errors``; a custom component is given the row's other
+input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
 last line from a crash is cut off) and continues after them.
 
 No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply, not an object,
@@ -11,7 +12,8 @@ No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply,
 valid Unicode are written back as JSON escapes, exactly as they came.
 
 Resume trusts nothing: ``OUT.meta.json`` (written atomically before the first row) records what produced
-``OUT`` (the input's content hash, the mode, the weights, the judge's and the embedder's identity); a rerun
+``OUT`` (the input's content hash, the mode, the weights, the judge's and the embedder's identity, and each
+custom component's path, name, weight and file hash); a rerun
 with anything else, an output without that record, or an output with a corrupt line before its end is
 refused (ResumeMismatchError / DataError) with a message that says how to start over.
 """
@@ -28,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medix_r1 import errors
+from medix_r1 import errors, jsonl
 from medix_r1.rewards.composite import COMPONENTS, CompositeReward, RewardConfig
 
 __all__ = ["META_SUFFIX", "ScoreFileResult", "meta_path", "score_file"]
 
 FIELDS = ("response", "ground_truth")
 SCORE_KEYS = (*COMPONENTS, "errors")
+"""The keys of a scored row without custom components (each custom component adds its name)."""
 META_SUFFIX = ".meta.json"
 META_FORMAT = 1
 MAX_DEPTH = 64
@@ -93,15 +96,6 @@ def _too_deep(value: Any, limit: int) -> bool:
             return True
         stack.extend((x, depth + 1) for x in v)
     return False
-
-
-def _lone_surrogate(s: str) -> int | None:
-    """Index of the first lone surrogate in ``s`` (a JSON ``"\\ud800"`` escape decodes to one), or None."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.start
-    return None
 
 
 def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -199,7 +193,9 @@ def _judge_identity(reward: CompositeReward) -> Any:
     model, url = getattr(jc, "model", None), getattr(jc, "url", None)
     if model:
         return {"model": _file_identity(Path(model).expanduser())}
-    return {"url": url, "name": getattr(jc, "name", None)}
+    from medix_r1.llm.remote import redact_url
+
+    return {"url": None if url is None else redact_url(url), "name": getattr(jc, "name", None)}
 
 
 def _embed_identity(reward: CompositeReward) -> Any:
@@ -218,7 +214,7 @@ def _embed_identity(reward: CompositeReward) -> Any:
 
 def _fingerprint(reward: CompositeReward, input_sha256: str) -> dict[str, Any]:
     cfg = reward.config
-    return {
+    out = {
         "input_sha256": input_sha256,
         "mode": cfg.mode,
         "weights": {
@@ -231,6 +227,9 @@ def _fingerprint(reward: CompositeReward, input_sha256: str) -> dict[str, Any]:
         "judge": _judge_identity(reward),
         "embed": _embed_identity(reward),
     }
+    if reward.extras:  # only then: a record written before custom components existed stays valid
+        out["extra"] = [x.identity() for x in reward.extras]
+    return out
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
@@ -287,9 +286,19 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 )
             else:
                 out.append(f"{what} is another model or setting")
+        elif key == "extra":
+            out.append(f"the custom components (extra) were {_extras_words(a)}, now {_extras_words(b)}")
         else:
             out.append(f"{key} differs")
     return out
+
+
+def _extras_words(items: Any) -> str:
+    if not items:
+        return "none"
+    return ", ".join(
+        f"{x.get('function')} (weight {x.get('weight')}, sha256 {str(x.get('sha256'))[:12]})" for x in items
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -299,54 +308,70 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 @dataclass
 class _Existing:
-    rows: list[dict[str, Any]]
+    rows: int
+    failed: int  # rows whose overall is None
+    has_ids: bool
     good_end: int
     """Byte offset after the last complete line; beyond it is a torn line to cut."""
     size: int
 
 
-def _existing_rows(data: bytes, outp: Path, start_over: str) -> _Existing:
-    """The rows already in the output. Only an unterminated last line (a kill mid-write) may be cut; any
-    other line that is not a scored row is refused with its line number, never silently dropped."""
-    rows: list[dict[str, Any]] = []
-    bad: list[int] = []
-    pos = good_end = 0
-    lineno = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # a last line without its newline was cut by a crash: score it again
-        lineno += 1
-        line = data[pos:nl]
-        pos = good_end = nl + 1
+def _output_lines(out: BinaryIO, keys: tuple[str, ...] = SCORE_KEYS) -> Any:
+    """(line number, parsed row or None) of each complete line of ``out`` from the start, streamed: a
+    million-row output is never held in memory. Stops before an unterminated last line."""
+    out.seek(0)
+    for lineno, line in enumerate(iter(out.readline, b""), 1):
+        if not line.endswith(b"\n"):
+            return  # a last line without its newline was cut by a crash: score it again
         try:
             obj = json.loads(line.decode("utf-8"))
         except (ValueError, RecursionError):
             obj = None
-        if isinstance(obj, dict) and all(k in obj for k in SCORE_KEYS):
-            rows.append(obj)
-        else:
-            bad.append(lineno)
+        yield lineno, len(line), obj if isinstance(obj, dict) and all(k in obj for k in keys) else None
+
+
+def _existing_rows(
+    out: BinaryIO, outp: Path, start_over: str, keys: tuple[str, ...] = SCORE_KEYS
+) -> _Existing:
+    """Count the rows already in the output (streamed). Only an unterminated last line (a kill mid-write)
+    may be cut; any other line that is not a scored row is refused with its line number, never silently
+    dropped."""
+    n = failed = good_end = 0
+    has_ids = False
+    bad: list[int] = []
+    n_bad = 0
+    for lineno, size, obj in _output_lines(out, keys):
+        good_end += size
+        if obj is None:
+            n_bad += 1
+            if len(bad) < 10:
+                bad.append(lineno)
+            continue
+        n += 1
+        failed += obj.get("overall") is None
+        has_ids = has_ids or "id" in obj
+    size = out.seek(0, os.SEEK_END)
     if bad:
-        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        shown = ", ".join(map(str, bad)) + (f" and {n_bad - 10} more" if n_bad > 10 else "")
         first = bad[0]
         raise DataError(
-            f"{outp}: line{'s' if len(bad) > 1 else ''} {shown} {'are' if len(bad) > 1 else 'is'} not "
+            f"{outp}: line{'s' if n_bad > 1 else ''} {shown} {'are' if n_bad > 1 else 'is'} not "
             f"a scored row (corrupt, or not written by `medix reward score`); rows after a bad line cannot "
             f"be trusted to line up with the input. Keep lines 1-{first - 1} to resume from there "
             f"(`head -n {first - 1} {outp} > {outp}.tmp && mv {outp}.tmp {outp}`), or {start_over}",
             path=outp,
             line=first,
         )
-    return _Existing(rows, good_end, len(data))
+    return _Existing(n, failed, has_ids, good_end, size)
 
 
 def _encode(row: dict[str, Any]) -> bytes:
+    # A non-finite number is written as null with the reason in ``errors`` (Infinity/NaN are not JSON).
     try:
-        return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+        return jsonl.dumps(row).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate in some field: \\u escapes keep it exactly, in valid UTF-8.
-        return json.dumps(row).encode("ascii") + b"\n"
+        return jsonl.dumps(row, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
@@ -356,9 +381,9 @@ def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
     os.fsync(out.fileno())
 
 
-def _null_row(base: dict[str, Any] | None, error: str) -> dict[str, Any]:
+def _null_row(base: dict[str, Any] | None, error: str, columns: Sequence[str] = COMPONENTS) -> dict[str, Any]:
     out = dict(base or {})
-    for k in COMPONENTS:
+    for k in columns:
         out[k] = None
     out["errors"] = [error]
     return out
@@ -416,24 +441,22 @@ def score_file(
         raise DataError(f"cannot write output {outp}: {e.strerror}", path=outp) from None
     with out:
         _lock(out, outp)
-        out.seek(0)
-        data = out.read()
         meta = _read_meta(mpath, outp, start_over)
-        if data and meta is None:
+        if out.seek(0, os.SEEK_END) and meta is None:
             raise ResumeMismatchError(
                 f"{outp} already exists and has no {mpath.name} record of what produced it, so it cannot be "
                 f"resumed (a copy of the input, another tool's file, or an older medix); {start_over}"
             )
-        existing = _existing_rows(data, outp, start_over)
-        del data
+        keys = (*reward.columns, "errors")
+        existing = _existing_rows(out, outp, start_over, keys)
         if existing.rows and meta is not None and meta["fingerprint"] != fingerprint:
             diff = _differences(meta["fingerprint"], fingerprint)
             raise ResumeMismatchError(
                 f"{outp} was produced by another run ({'; '.join(diff)}; recorded in {mpath}); {start_over}"
             )
-        if len(existing.rows) > total:
+        if existing.rows > total:
             raise ResumeMismatchError(
-                f"{outp} already has {len(existing.rows)} rows but {inp} has only {total}; {start_over}"
+                f"{outp} already has {existing.rows} rows but {inp} has only {total}; {start_over}"
             )
         if not existing.rows:
             from medix_r1 import __version__
@@ -449,22 +472,24 @@ def score_file(
                     "fingerprint": fingerprint,
                 },
             )
-        result = ScoreFileResult(
-            skipped=len(existing.rows),
-            failed=sum(r.get("overall") is None for r in existing.rows),
-        )
-        if not reward.has_judge and not reward.has_embedder and len(existing.rows) < total:
+        result = ScoreFileResult(skipped=existing.rows, failed=existing.failed)
+        if not reward.has_judge and not reward.has_embedder and existing.rows < total:
             print(
                 "medix: no judge or embedding model given: scoring format and modality only "
                 "(accuracy_llm and accuracy_embed do not apply; weights rescaled)",
                 file=sys.stderr,
             )
-        bar = _progress(total, len(existing.rows), progress)
+        bar = _progress(total, existing.rows, progress)
         rows = _read_rows(inp)
         try:
-            # The hash says the input is the same; ids still catch a hand-edited output.
-            for k, done in enumerate(existing.rows):
+            # The hash says the input is the same; ids still catch a hand-edited output (a second
+            # streamed pass over the output, in step with the input).
+            done_rows = _output_lines(out, keys) if existing.has_ids else None
+            for k in range(existing.rows):
                 row = next(rows)
+                if done_rows is None:
+                    continue
+                done = next(done_rows)[2] or {}
                 want = row.data.get("id") if row.data else None
                 have = done.get("id")
                 if want is not None and have is not None and want != have:
@@ -515,18 +540,36 @@ def _score_rows(reward: CompositeReward, good: Sequence[_Row]) -> list[dict[str,
     (a string) and the others are kept. (Should every row fail, the exit status says so: see the CLI.)"""
     responses = [r.data["response"] for r in good]  # type: ignore[index]
     truths = [r.data["ground_truth"] for r in good]  # type: ignore[index]
+    columns = _columns([r.data for r in good]) if reward.extras else None  # type: ignore[misc]
     try:
-        return list(reward.score(responses, truths))
+        return list(_score(reward, responses, truths, columns))
     except _ROW_ERRORS as batch_error:
         if len(good) == 1:
             return [f"could not be scored: {type(batch_error).__name__}: {batch_error}"]
         out: list[dict[str, Any] | str] = []
-        for resp, gt in zip(responses, truths):
+        for k, (resp, gt) in enumerate(zip(responses, truths)):
+            one = None if columns is None else {c: [v[k]] for c, v in columns.items()}
             try:
-                out.append(reward.score([resp], [gt])[0])
+                out.append(_score(reward, [resp], [gt], one)[0])
             except _ROW_ERRORS as e:
                 out.append(f"could not be scored: {type(e).__name__}: {e}")
         return out
+
+
+def _score(
+    reward: CompositeReward, responses: list[str], truths: list[str], columns: dict[str, list[Any]] | None
+) -> list[dict[str, Any]]:
+    if columns is None:  # no custom component: the reward's own two-argument call
+        return reward.score(responses, truths)
+    return reward.score(responses, truths, columns)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The rows' other input fields as columns for custom components (a field a row lacks is None)."""
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r if k not in FIELDS and k not in names]
+    return {k: [r.get(k) for r in rows] for k in names}
 
 
 def _flush(
@@ -537,21 +580,23 @@ def _flush(
     rows: list[dict[str, Any]] = []
     for r in batch:
         if r.error is not None or r.data is None:
-            rows.append(_null_row(r.data, r.error or "unreadable row"))
+            rows.append(_null_row(r.data, r.error or "unreadable row", reward.columns))
             result.bad_rows += 1
             result.unscorable += 1
             result.failed += 1
             continue
         s = next(scores)
         if isinstance(s, str):
-            rows.append(_null_row(r.data, f"{r.where}: {s}"))
+            rows.append(_null_row(r.data, f"{r.where}: {s}", reward.columns))
             result.unscorable += 1
             result.failed += 1
             continue
         row = dict(r.data)
-        for k in COMPONENTS:
+        for k in reward.columns:
             row[k] = s[k]
         row["errors"] = s["errors"]
+        if "truncated" in s:
+            row["truncated"] = s["truncated"]
         if s["errors"]:
             result.unscorable += 1
         if s["overall"] is None:

@@ -218,6 +218,7 @@ def grpo_args(cfg: RunConfig, backend: Backend) -> dict[str, Any]:
             kw["vllm_gpu_memory_utilization"] = t.vllm_gpu_memory_utilization
     if t.gradient_checkpointing:
         kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    kw.update(cfg.trl)  # any further GRPOConfig field (train/config.check_trl_section checked them)
     return kw
 
 

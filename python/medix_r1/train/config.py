@@ -9,7 +9,7 @@ DAPO, GSPO, Dr. GRPO) fill whatever the user left unset, so a YAML only names wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from medix_r1 import config as _cfg
 from medix_r1.config import bad_value, check_fields
 from medix_r1.config import option as _f
 from medix_r1.errors import ConfigError
-from medix_r1.rewards.composite import RewardConfig, parse_weights
+from medix_r1.rewards.composite import RewardConfig, weights_shorthand
 
 __all__ = [
     "ALGORITHMS",
@@ -28,8 +28,10 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
+    "TrainerKnobs",
     "add_override_options",
     "apply_overrides",
+    "check_trl_section",
     "collect_overrides",
     "load_config",
     "option_keys",
@@ -221,19 +223,6 @@ class TrainConfig:
         check_fields(self, "train")
 
 
-def _reward_shorthand(d: dict[str, Any]) -> dict[str, Any]:
-    """``reward.weights`` ("format=0.1,llm=0.575,..." or a mapping) -> the four weight fields."""
-    weights = d.pop("weights", None)
-    if weights is not None:
-        try:
-            d.update(parse_weights(weights))
-        except ValueError as e:
-            raise bad_value(
-                "reward.weights", weights, "NAME=NUMBER pairs of format, llm, embed, modality"
-            ) from e
-    return d
-
-
 @dataclass
 class RunConfig:
     model: ModelConfig = _f(factory=ModelConfig, help="the policy")  # noqa: RUF009
@@ -244,6 +233,11 @@ class RunConfig:
         factory=RewardConfig, help="the MediX-R1 composite reward (medix_r1.rewards.composite)"
     )
     train: TrainConfig = _f(factory=TrainConfig, help="the optimisation loop and outputs")  # noqa: RUF009
+    trl: dict[str, Any] = _f(  # noqa: RUF009
+        factory=dict,
+        help="any further trl.GRPOConfig field, passed through (checked against GRPOConfig's own fields; "
+        "those medix sets from the sections above are refused: set them there)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _cfg.to_dict(self)
@@ -251,17 +245,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RunConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            known = [f.name for f in fields(cls)]
-            raise ConfigError(
-                f"unknown section(s) {unknown}; known: {known}",
-                key=unknown[0],
-                value=d[unknown[0]],
-                allowed=", ".join(known),
-            )
-        cfg: RunConfig = _cfg.build(cls, d, "", prepare={"reward": _reward_shorthand})
+        cfg: RunConfig = _cfg.build(cls, d or {}, "", prepare={"reward": weights_shorthand})
         return cfg
 
 
@@ -276,23 +260,116 @@ SECTIONS: dict[str, type] = {
 }
 
 
+@dataclass(frozen=True)
+class TrainerKnobs:
+    """What MedixGRPOTrainer reads beyond ``GRPOConfig``, typed. No defaults of its own: always made from a
+    RunConfig (:meth:`from_config`), so each knob has its one default in the sections above."""
+
+    dynamic_sampling: bool
+    dynamic_min_mean: float
+    dynamic_max_mean: float
+    dynamic_max_rounds: int
+    judge_retries: int
+    judge_retry_wait: float
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig | None = None) -> TrainerKnobs:
+        cfg = cfg if cfg is not None else RunConfig()
+        a, t = cfg.algo, cfg.train
+        return cls(
+            dynamic_sampling=bool(a.dynamic_sampling),
+            dynamic_min_mean=a.dynamic_min_mean,
+            dynamic_max_mean=a.dynamic_max_mean,
+            dynamic_max_rounds=a.dynamic_max_rounds,
+            judge_retries=t.judge_retries,
+            judge_retry_wait=t.judge_retry_wait,
+        )
+
+
+# trl.GRPOConfig fields medix derives from other options than the one of the same name.
+_TRL_DERIVED = {
+    "per_device_train_batch_size": "train.prompts_per_step x algo.num_generations",
+    "warmup_steps": "train.warmup_ratio",
+    "data_seed": "train.seed",
+    "use_cpu": "train.device",
+    "bf16": "model.dtype",
+    "fp16": "model.dtype",
+}
+
+
+def check_trl_section(cfg: RunConfig) -> None:
+    """Check the ``trl:`` section against ``trl.GRPOConfig``'s own fields (imported only when the section is
+    not empty): an unknown key is an error naming the closest field, a value is converted by the field's
+    annotation, and a field medix sets itself is refused with the option that sets it. Every error at once."""
+    if not cfg.trl:
+        return
+    import dataclasses
+    import typing
+
+    from trl import GRPOConfig
+
+    from medix_r1.train.backends import Backend, grpo_args
+
+    known = [f.name for f in dataclasses.fields(GRPOConfig) if f.init]
+    try:
+        hints = typing.get_type_hints(GRPOConfig)
+    except Exception:
+        hints = {}
+    bare = dataclasses.replace(cfg, trl={})
+    managed = set(grpo_args(bare, Backend("transformers", "cpu", False))) | {
+        "vllm_mode",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_gpu_memory_utilization",
+        "gradient_checkpointing_kwargs",
+    }
+    own = {f.name: f"{sec}.{f.name}" for sec, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    errors: list[ConfigError] = []
+    for name, value in list(cfg.trl.items()):
+        key = f"trl.{name}"
+        if name not in known:
+            errors.append(
+                ConfigError(
+                    f"{key}: not a trl.GRPOConfig field; {_cfg.closest(str(name), known)}"
+                    "(see `python -c 'import trl; help(trl.GRPOConfig)'`)",
+                    key=key,
+                    value=value,
+                    allowed="a trl.GRPOConfig field",
+                )
+            )
+        elif name in managed:
+            via = own.get(name) or _TRL_DERIVED.get(name)
+            errors.append(
+                ConfigError(
+                    f"{key}: set by medix-r1" + (f" from {via}; set that instead" if via else " (fixed)"),
+                    key=key,
+                    value=value,
+                    allowed=via or "not settable",
+                )
+            )
+        else:
+            try:
+                cfg.trl[name] = _cfg.convert(value, hints.get(name, Any), key)
+            except ConfigError as e:
+                errors.append(e)
+    if errors:
+        raise _cfg.combine(errors)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run file (or nothing: all defaults), apply overrides, convert and check every value."""
-    import yaml
-
     d: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}", value=str(p))
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}", value=str(p)) from None
+        d = _cfg.load_yaml(p) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections", value=str(p))
     apply_overrides(d, overrides or [])
-    return RunConfig.from_dict(d)
+    cfg = RunConfig.from_dict(d)
+    check_trl_section(cfg)
+    return cfg
 
 
 def render_config(cfg: RunConfig | None = None) -> str:

@@ -5,11 +5,12 @@ process, keep the per-component scores) and ``_generate_and_score_completions`` 
 the Rust group advantages, drop zero-variance groups and refill the batch for DAPO, log the monitors).
 Imported only after the backend is set up, because Unsloth must be imported before TRL.
 
-Several processes (``accelerate launch``): every process generates and scores its own slice of the
-generation batch; the rewards are gathered, the advantages computed on the global batch by the same code as
-with one process, and each process keeps its slice. Everything that decides how many collective calls come
-next (a judge retry, DAPO's drops and refill rounds) is decided from gathered data, identical on every
-process, so the processes stay in step. Monitors and reward components are logged over the global batch.
+Several processes (torchrun on the CPU, ``accelerate launch`` on GPUs): every process generates and scores its
+own slice of the generation batch; the rewards are gathered, the advantages computed on the global batch by
+the same code as with one process, and each process keeps its slice. Everything that decides how many
+collective calls come next (a judge retry, DAPO's drops and refill rounds) is decided from gathered data,
+identical on every process, so the processes stay in step. Monitors and reward components are logged over the
+global batch.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from trl import GRPOTrainer
 from medix_r1 import errors
 from medix_r1.advantages import GroupStats, group_stats
 from medix_r1.errors import JudgeFailedError
+
+if TYPE_CHECKING:
+    from medix_r1.train.config import TrainerKnobs
 from medix_r1.train.monitors import (
     COMPONENTS,
     completion_text,
@@ -37,6 +41,7 @@ from medix_r1.train.monitors import (
     ground_truths,
     monitor_values,
     pack_rows,
+    reward_columns,
     unpack_rows,
 )
 
@@ -192,17 +197,27 @@ def refill_plan(
 
 
 class MedixGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, medix: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        medix: TrainerKnobs | None = None,
+        on_batch: Callable[[dict[str, Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``medix``: the knobs beyond GRPOConfig, typed and made from the run's config (default: the
+        config's defaults); ``on_batch``: optional console output, called with each batch's scores."""
+        from medix_r1.train.config import TrainerKnobs
+
         install_cpu_logprob()
         super().__init__(*args, **kwargs)
-        m = medix or {}
-        self.medix_dynamic = bool(m.get("dynamic_sampling", False))
-        self.medix_min_mean = float(m.get("dynamic_min_mean", 0.01))
-        self.medix_max_mean = float(m.get("dynamic_max_mean", 0.99))
-        self.medix_max_rounds = int(m.get("dynamic_max_rounds", 4))
-        self.medix_judge_retries = int(m.get("judge_retries", 3))
-        self.medix_retry_wait = float(m.get("judge_retry_wait", 10.0))
-        self.medix_print = m.get("on_batch")  # optional callable(dict) for console output
+        m = medix if medix is not None else TrainerKnobs.from_config()
+        self.medix_dynamic = m.dynamic_sampling
+        self.medix_min_mean = m.dynamic_min_mean
+        self.medix_max_mean = m.dynamic_max_mean
+        self.medix_max_rounds = m.dynamic_max_rounds
+        self.medix_judge_retries = m.judge_retries
+        self.medix_retry_wait = m.judge_retry_wait
+        self.medix_print = on_batch
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
         self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
@@ -291,6 +306,7 @@ class MedixGRPOTrainer(GRPOTrainer):
             "local_rewards_per_func": local_cpu,
             "texts": texts,
             "answers": answers,
+            "columns": reward_columns(self.reward_funcs),
             "rows": self._gather(packed).numpy(),
         }
         return rewards_per_func
@@ -334,8 +350,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         return out, stats
 
     def _log_round(self, mode: str, last: dict[str, Any], stats: GroupStats) -> None:
-        scores, answers, keys, lengths = unpack_rows(last["rows"])  # the global batch, every process
-        comps = component_means(scores)
+        # the global batch, every process
+        scores, answers, keys, lengths = unpack_rows(last["rows"], last["columns"])
+        comps = component_means(scores, last["columns"])
         mons = monitor_values(scores, answers, keys, lengths, stats.degenerate_fraction)
         metrics = self._metrics[mode]
         for k, v in comps.items():

@@ -3,7 +3,8 @@
 0 GPUs: the CPU fallback. 1 GPU: Unsloth QLoRA, judge in-process (llama.cpp) or on `medix judge serve`.
 2 GPUs: training with vLLM colocated on GPU 0, the judge on `vllm serve` on GPU 1. 3+ GPUs: one GPU for
 the judge, one for `trl vllm-serve` (rollouts), the rest train under accelerate + DeepSpeed ZeRO-3 (or FSDP),
-with the same launch in its CPU form (``--cpu``, no vLLM) to rehearse the mechanics on any machine first.
+with the same run in its CPU form (``torchrun``, gloo, no vLLM) to rehearse the mechanics on any machine
+first.
 The EasyR1 route is described for 8-GPU full fine-tuning as the authors did it.
 """
 
@@ -53,13 +54,14 @@ def launch_command(
     config_file: str | None = None,
     gpu_ids: str | None = None,
 ) -> str:
-    """``accelerate launch`` of ``medix train`` on ``n_processes`` processes: on the GPUs ``gpu_ids`` with an
-    accelerate config file, or without ``config_file`` its CPU form (``--cpu``, gloo), which needs no GPU."""
+    """``medix train`` on ``n_processes`` processes: ``accelerate launch`` on the GPUs ``gpu_ids`` with an
+    accelerate config file, or without ``config_file`` the CPU form, torch's own launcher (``torchrun``,
+    gloo), which needs no GPU."""
     if config_file is not None:
         env = f"CUDA_VISIBLE_DEVICES={gpu_ids} " if gpu_ids else ""
         head = f"{env}accelerate launch --config_file {shlex.quote(config_file)}"
     else:
-        head = f"accelerate launch --num_processes {n_processes} --cpu"
+        head = f"torchrun --nproc-per-node {n_processes}"
     return f"{head} -m medix_r1.cli train {cfg_arg}" + (f" {overrides}" if overrides else "")
 
 

@@ -2,8 +2,10 @@
 composite reward, train with MedixGRPOTrainer, and leave the adapter, ``metrics.jsonl`` (one row per step with
 every reward component and monitor) and a chart in ``train.output_dir``.
 
-Under ``accelerate launch --num_processes N`` every process runs this function; only the main process touches
-the output directory (metrics, run config, adapter, chart), so the outputs are those of one process.
+Several processes: on the CPU ``torchrun --nproc-per-node N -m medix_r1.cli train ...`` (gloo), on GPUs the
+``accelerate launch`` that ``medix train --plan`` prints. Every process runs this function; only the main
+process touches the output directory (metrics, run config, adapter, chart), so the outputs are those of one
+process.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1 import errors
+from medix_r1.rewards.components import step_line
 from medix_r1.rewards.composite import CompositeReward
-from medix_r1.train.config import RunConfig, _to_dict
+from medix_r1.train.config import RunConfig, TrainerKnobs, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
 
 __all__ = [
@@ -28,7 +31,9 @@ __all__ = [
     "last_checkpoint",
     "prepare_rows",
     "process_info",
+    "refuse_accelerate_cpu_launch",
     "run_training",
+    "torchrun_command",
 ]
 
 METRICS_FILE = "metrics.jsonl"
@@ -76,120 +81,41 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 
-SPAWNED_ENV = "MEDIX_SPAWNED_RANK"
-
-
 def is_reporting_process() -> bool:
-    """True in the one process that prints the final summary: a plain run, the launcher that spawned the
-    ranks itself, or rank 0 of an external launcher (torchrun, accelerate on GPUs)."""
-    return process_info()[0] == 0 and not os.environ.get(SPAWNED_ENV)
+    """True in the one process that prints the final summary: a plain run, or rank 0 under torchrun."""
+    return process_info()[0] == 0
 
 
 def process_info() -> tuple[int, int]:
-    """(rank, number of processes) under ``accelerate launch`` / torchrun, readable before any process group
-    exists; (0, 1) for a plain run."""
+    """(rank, number of processes) under torchrun (or ``accelerate launch`` on GPUs), readable before any
+    process group exists; (0, 1) for a plain run."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _launcher_cpu_processes() -> int | None:
-    """N when ``accelerate launch --num_processes N --cpu`` (N > 1) started this one process, else None.
+def torchrun_command(argv: list[str] | None = None, n: str = "N") -> str:
+    """The CPU multi-process form of this ``medix`` command: ``torchrun --nproc-per-node N -m medix_r1.cli
+    ...``."""
+    import shlex
+    import sys
 
-    Without MPI, accelerate's CPU launcher starts a single process and does not pass N on (it only sets
-    ``MASTER_ADDR``/``MASTER_PORT`` when N > 1), so a run would silently train on one process; N is read from
-    the launcher's own command line with accelerate's parser.
-    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    return f"torchrun --nproc-per-node {n} -m medix_r1.cli {shlex.join(args)}".rstrip()
+
+
+def refuse_accelerate_cpu_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` (N > 1, no MPI) starts ONE process and tells it nothing
+    of N: it sets ``ACCELERATE_USE_CPU`` and ``MASTER_ADDR`` but no rank. Training on would silently use one
+    process, so this says how to start N with torch's own launcher instead."""
     env = os.environ
     if env.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_ADDR" not in env:
-        return None
+        return
     ranked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
     if any(k in env for k in ranked):
-        return None
-    try:
-        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        argv = []
-    n: int | None = None
-    launched = False
-    for i, tok in enumerate(argv):
-        if tok == "accelerate.commands.launch" or (tok == "launch" and i and "accelerate" in argv[i - 1]):
-            from accelerate.commands.launch import launch_command_parser
-
-            launched = True
-            args, _ = launch_command_parser().parse_known_args([a for a in argv[i + 1 :] if a])
-            n = args.num_processes
-            if n is None and args.config_file:
-                from accelerate.commands.config.config_args import load_config_from_file
-
-                n = load_config_from_file(args.config_file).num_processes
-            break
-    if not launched:
-        return None  # not accelerate's launcher: a plain single-process run with these variables set
-    if n is None:
-        raise errors.UserError(
-            "accelerate launch --cpu asked for several processes but did not say how many to this one; "
-            "run torchrun --nproc_per_node N -m medix_r1.cli train ... instead"
-        )
-    return int(n) if int(n) > 1 else None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _spawn_processes(n: int) -> None:
-    """Run this same command as ``n`` ranked processes (gloo on the CPU) in this process group, so a kill of
-    the group stops them all; the first failure stops the others and is raised."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    argv = list(getattr(sys, "orig_argv", sys.argv))[1:]
-    while argv and argv[0].startswith("-") and argv[0] != "-m":  # interpreter options
-        argv = argv[2:] if argv[0] in ("-X", "-W") else argv[1:]
-    port = str(_free_port())
-    procs = []
-    for rank in range(n):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(n),
-            "LOCAL_WORLD_SIZE": str(n),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            SPAWNED_ENV: "1",  # the launcher prints the final summary; the ranks do not
-        }
-        # One console report: the other ranks' stdout (per-step lines, summary) is the main one's twice.
-        stdout = None if rank == 0 else subprocess.DEVNULL
-        procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=stdout))
-    failed: tuple[int, int] | None = None
-    try:
-        while any(p.poll() is None for p in procs):
-            bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
-            if bad:
-                failed = bad[0]
-                break
-            time.sleep(0.2)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    if failed is None:
-        bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
-        failed = bad[0] if bad else None
-    if failed is not None:
-        raise errors.BackendError(f"training process {failed[0]} of {n} exited with status {failed[1]}")
+        return
+    raise errors.UserError(
+        "accelerate launch --cpu starts one process, not N; on the CPU run "
+        f"`{torchrun_command()}` (torch's launcher: N ranked processes, gloo)"
+    )
 
 
 def _die_with_parent() -> None:
@@ -209,22 +135,6 @@ def _die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the launcher died before the line above
         os._exit(1)
-
-
-def _spawned_result(cfg: RunConfig) -> dict[str, Any]:
-    out = Path(cfg.train.output_dir).expanduser()
-    metrics = out / METRICS_FILE
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
-    chart = out / CHART_FILE
-    return {
-        "output_dir": out,
-        "adapter": out / ADAPTER_DIR,
-        "metrics": metrics,
-        "chart": chart if chart.is_file() else None,
-        "steps": rows[-1]["step"] if rows else 0,
-        "backend": None,
-        "num_processes": None,
-    }
 
 
 @contextlib.contextmanager
@@ -279,10 +189,7 @@ def _make_callbacks(out: Path, max_steps: int, echo: Callable[[str], None] | Non
                 f.flush()
             if echo is not None:
                 echo(
-                    f"step {state.global_step:>4}/{max_steps}  overall {_fmt(row.get('reward/overall'))}  "
-                    f"format {_fmt(row.get('reward/format'))}  llm {_fmt(row.get('reward/accuracy_llm'))}  "
-                    f"embed {_fmt(row.get('reward/accuracy_embed'))}  modality "
-                    f"{_fmt(row.get('reward/modality'))}  "
+                    f"step {state.global_step:>4}/{max_steps}  {step_line(row, _fmt)}  "
                     f"| len {_fmt(row.get('monitor/completion_length'))}  "
                     f"degenerate {_fmt(row.get('monitor/degenerate_groups'))}  "
                     f"disagree {_fmt(row.get('monitor/judge_embed_disagreement'))}  "
@@ -310,10 +217,7 @@ def run_training(
 
     from medix_r1.train.backends import grpo_args, load_policy, select_backend
 
-    spawn = _launcher_cpu_processes()
-    if spawn is not None:
-        _spawn_processes(spawn)
-        return {**_spawned_result(cfg), "num_processes": spawn}
+    refuse_accelerate_cpu_launch()
     rank, n_processes = process_info()
     if n_processes > 1:
         _die_with_parent()
@@ -392,15 +296,8 @@ def run_training(
         processing_class=proc,
         peft_config=peft_cfg,
         callbacks=_make_callbacks(out, cfg.train.max_steps, echo),
-        medix={
-            "dynamic_sampling": cfg.algo.dynamic_sampling,
-            "dynamic_min_mean": cfg.algo.dynamic_min_mean,
-            "dynamic_max_mean": cfg.algo.dynamic_max_mean,
-            "dynamic_max_rounds": cfg.algo.dynamic_max_rounds,
-            "judge_retries": cfg.train.judge_retries,
-            "judge_retry_wait": cfg.train.judge_retry_wait,
-            "on_batch": on_batch,
-        },
+        medix=TrainerKnobs.from_config(cfg),
+        on_batch=on_batch,
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
