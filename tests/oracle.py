@@ -244,3 +244,70 @@ def reference_ask_server(url: str, model: str):
         return r.json()["choices"][0]["message"]["content"]
 
     return ask
+
+
+# --- EasyR1 as the authors' fork runs a reward function (verl/workers/reward/{config,function}.py and the
+# online filtering of verl/trainer/ray_trainer.py), restated -----------------------------------------------
+EASYR1_REWARD_CONFIG_KEYS = ("reward_function", "reward_function_kwargs", "skip_special_tokens", "num_cpus")
+
+
+def easyr1_load_reward(reward_function: str, reward_function_kwargs: dict | None = None):
+    """``worker.reward.reward_function=path[:name]`` (name "main" when absent) loaded their way: the file
+    executed as module ``custom_reward_fn``, the call type from its ``REWARD_TYPE`` (default "batch"), the
+    kwargs bound. Returns (function, reward type)."""
+    import functools
+    import importlib.util
+    import os
+    import sys
+
+    if ":" in reward_function:
+        path, name = reward_function.rsplit(":", maxsplit=1)
+    else:
+        path, name = reward_function, "main"
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    spec = importlib.util.spec_from_file_location("custom_reward_fn", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["custom_reward_fn"] = module
+    spec.loader.exec_module(module)
+    fn = getattr(module, name)
+    return functools.partial(fn, **(reward_function_kwargs or {})), getattr(module, "REWARD_TYPE", "batch")
+
+
+def easyr1_compute_reward(reward_fn, reward_type: str, responses, ground_truths):
+    """One batch through their reward manager: the score written at each item's last token (``overall``) and
+    ``reward_metrics``, every key's values appended item by item."""
+    from collections import defaultdict
+
+    inputs = [
+        {"response": r, "response_length": len(r), "ground_truth": g}
+        for r, g in zip(responses, ground_truths)
+    ]
+    if reward_type == "batch":
+        scores = reward_fn(inputs)
+    elif reward_type == "sequential":
+        scores = [reward_fn(x) for x in inputs]
+    else:
+        raise ValueError(f"Unsupported reward type: {reward_type}.")
+    token_scores = [None] * len(inputs)
+    metrics: dict[str, list] = defaultdict(list)
+    for i, score in enumerate(scores):
+        token_scores[i] = score["overall"]
+        for key, value in score.items():
+            metrics[key].append(value)
+    return token_scores, dict(metrics)
+
+
+def easyr1_online_filter(uids, reward_metrics, filter_key="overall", low=0.01, high=0.99):
+    """Their online filtering: each group's mean of ``reward_metrics[filter_key]`` (paired with the items'
+    group ids by position) and the groups kept (mean strictly between the bounds)."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    uid2scores = defaultdict(list)
+    for uid, score in zip(uids, reward_metrics[filter_key]):
+        uid2scores[uid].append(score)
+    means = {uid: np.mean(scores) for uid, scores in uid2scores.items()}
+    return means, [uid for uid, m in means.items() if m > low and m < high]

@@ -195,17 +195,20 @@ def test_reference_vs_strict():
 
 
 def test_reference_ground_truth_problems_score_the_authors_zero_with_the_reason():
-    r = CompositeReward(RewardConfig(mode="reference"), judge=TableJudge({}), embedder=TableEmbedder(set()))
+    judge = TableJudge({"Epinephrine": True})
+    r = CompositeReward(RewardConfig(mode="reference"), judge=judge, embedder=TableEmbedder(set()))
     resp = "<X_RAY><thinking>r</thinking><answer>Epinephrine</answer>"
-    no_tag, empty, dots = r.score([resp] * 3, ["Epinephrine", "<X_RAY> . ", "<X_RAY> .Epinephrine.. "])
-    # Their code raises on a ground truth without ">" and scores 0.0; an empty answer after the tag is never
-    # a match. The reason is recorded, so the zero is not silent.
+    no_tag, dots = r.score([resp] * 2, ["Epinephrine", "<X_RAY> .Epinephrine.. "])
+    # Their code raises on a ground truth without ">" and scores 0.0; the reason is recorded, so the zero is
+    # not silent.
     assert (no_tag["accuracy_llm"], no_tag["accuracy_embed"]) == (0.0, 0.0)
     assert any("'>'" in e for e in no_tag["errors"]) and no_tag["modality"] == 0.0
-    assert (empty["accuracy_llm"], empty["accuracy_embed"], empty["modality"]) == (0.0, 0.0, 1.0)
-    assert empty["overall"] == 0.9 * 0.05 + 0.1 and any("no answer" in e for e in empty["errors"])
     # Their ground-truth answer is stripped of periods too: an exact match, without asking the judge.
     assert dots["overall"] == 1.0 and dots["errors"] == [] and r.counters["judge_calls"] == 0
+    # A ground truth that is only a tag: their code asks the judge with an empty ground truth and embeds "".
+    [empty] = r.score([resp], ["<X_RAY> . "])
+    assert judge.calls == [[("Epinephrine", "")]] and empty["errors"] == []
+    assert (empty["accuracy_llm"], empty["accuracy_embed"], empty["modality"]) == (1.0, 0.0, 1.0)
     [t] = CompositeReward(RewardConfig(mode="strict"), judge=TableJudge({})).score(
         ["<think>r</think><answer>Epinephrine</answer>"], ["Epinephrine"]
     )

@@ -522,3 +522,28 @@ def test_real_models_reference_mode_equals_their_rule(real_oracle, gguf_path, wh
     assert tag_only and all(s["errors"] == [] for s in tag_only)
     assert sum(failed for _, failed in oracle) >= 3
     assert len(pairs) >= 40
+
+
+@pytest.mark.slow
+def test_real_models_easyr1_through_their_loader_equals_their_rule(real_oracle, minilm_onnx_dir, monkeypatch):
+    """The EasyR1 adapter as their fork runs it (loaded from its file, called with the batch), configured
+    only by the environment (the default mode), against the oracle: every key of every item equal."""
+    from medix_r1.integrations import easyr1
+    from oracle import easyr1_compute_reward, easyr1_load_reward
+
+    srv, _, pairs, oracle, _ = real_oracle
+    monkeypatch.delenv("MEDIX_REWARD_MODE", raising=False)
+    monkeypatch.delenv("MEDIX_JUDGE_MODEL", raising=False)
+    monkeypatch.setenv("MEDIX_JUDGE_URL", srv.url)
+    monkeypatch.setenv("MEDIX_JUDGE_NAME", "tiny-judge")
+    monkeypatch.setenv("MEDIX_EMBED_MODEL", str(minilm_onnx_dir))
+    easyr1._REWARDS.clear()
+    try:
+        fn, reward_type = easyr1_load_reward(f"{easyr1.__file__}:compute_score", {"format_weight": 0.1})
+        overall, metrics = easyr1_compute_reward(
+            fn, reward_type, [r for r, _ in pairs], [g for _, g in pairs]
+        )
+    finally:
+        easyr1._REWARDS.clear()
+    assert overall == [theirs["overall"] for theirs, _ in oracle]
+    assert metrics == {k: [theirs[k] for theirs, _ in oracle] for k in KEYS}
