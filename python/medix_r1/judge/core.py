@@ -55,17 +55,8 @@ class Verdict:
 @dataclass
 class JudgeConfig(BackendConfig):
     """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``): a
-    :class:`~medix_r1.llm.BackendConfig` plus the verdict cache, with defaults for a one-token judge."""
+    :class:`~medix_r1.llm.BackendConfig` (its options and their one default each) plus the verdict cache."""
 
-    n_ctx: int = field(
-        default=1024, metadata={"help": "llama.cpp context size in tokens for the in-process judge"}
-    )
-    timeout: float = field(
-        default=30.0, metadata={"help": "seconds one server request may take in all (connect + reply)"}
-    )
-    max_retries: int = field(
-        default=2, metadata={"help": "retries of a failed server request (exponential backoff)"}
-    )
     cache_size: int = field(
         default=65536, metadata={"help": "verdicts kept in the LRU cache across batches (0: no cache)"}
     )
@@ -220,7 +211,6 @@ class LocalJudge(_CachingJudge):
                 raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
             self.chat = model
         else:
-            backend_kw.setdefault("n_ctx", 1024)
             self.chat = LlamaCppChat(model, **backend_kw)
         self.name = self.chat.name
         self.options = {"yes": self._first_tokens(_YES, True), "no": self._first_tokens(_NO, False)}

@@ -344,7 +344,7 @@ def runtime_env(plan: ThreadPlan | None = None, extra_buffers: str | None = None
     """Environment variables a child process that runs llama.cpp should start with (the supervised judge
     worker, the canary): the wait policy and, when given, the extra-buffers setting."""
     plan = plan or choose_threads()
-    env = {"OMP_WAIT_POLICY": plan.wait_policy}
+    env: dict[str, str] = {"OMP_WAIT_POLICY": plan.wait_policy}
     if extra_buffers is not None:
         env[ENV_EXTRA_BUFFERS] = _check_choice(extra_buffers, ENV_EXTRA_BUFFERS)
     return env
@@ -516,7 +516,7 @@ def _diagnose(
         return None, f"the child exited with status {rc}: {tail or 'no message'}", "see the message"
     name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
     if sig == signal.SIGILL:
-        cause = "an illegal instruction: this llama.cpp was built for another CPU (GGML_NATIVE on another machine)"
+        cause = "an illegal instruction: this llama.cpp was built for another CPU (GGML_NATIVE elsewhere)"
         fix = f"rebuild llama-cpp-python here: {REBUILD}"
     elif extra and (cpu.amx or sig == signal.SIGSEGV):
         cause = (
