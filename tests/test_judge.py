@@ -350,7 +350,9 @@ def test_config_validation_and_help():
         "cache_size",
     }
     assert isinstance(JudgeConfig(model="j.gguf"), BackendConfig)
-    assert JudgeConfig(model="j.gguf").n_ctx == 1024 and JudgeConfig(model="j.gguf").timeout == 30
+    # one default each, declared on BackendConfig (llm/options.py builds the flags from it)
+    assert JudgeConfig(model="j.gguf").n_ctx == BackendConfig(model="j.gguf").n_ctx == 4096
+    assert JudgeConfig(model="j.gguf").timeout == BackendConfig(model="j.gguf").timeout
     assert all(isinstance(h, str) and h for h in helps.values())
 
 
