@@ -161,8 +161,12 @@ def test_canary_reports_a_file_llama_cpp_cannot_load(tmp_path, monkeypatch):
     res = cpu.canary(bad, extra_buffers=True)
     assert not res.ok and res.signal is None and "status" in res.cause
     assert not list((tmp_path / "canary").glob("*.json"))  # failures are not cached
-    with pytest.raises(cpu.LlamaCrashError, match=r"self-test of .*bad\.gguf"):
-        cpu.ensure_canary(bad)
+    assert not cpu.ensure_canary(bad).ok  # not a crash: the in-process load then says what is wrong
+    from medix_r1.errors import BackendError
+    from medix_r1.llm import LlamaCppChat
+
+    with pytest.raises(BackendError, match=r"could not load .*bad\.gguf"):
+        LlamaCppChat(bad)
 
 
 # Opens the GGUF exactly as the product does (LlamaCppChat -> open_llama, canary included) and judges one

@@ -92,3 +92,9 @@ def test_yaml_section_takes_the_cpu_option_and_checks_it():
     assert BackendConfig(model="j.gguf", llama_extra_buffers="off").llama_extra_buffers == "off"
     with pytest.raises(ValueError, match="llama_extra_buffers"):
         BackendConfig(model="j.gguf", llama_extra_buffers="sometimes")
+
+
+def test_yaml_off_and_on_read_as_booleans_are_accepted():
+    # YAML 1.1 reads a bare `llama_extra_buffers: off` as false
+    assert BackendConfig(model="j.gguf", llama_extra_buffers=False).llama_extra_buffers == "off"
+    assert BackendConfig(model="j.gguf", llama_extra_buffers=True).llama_extra_buffers == "on"

@@ -34,7 +34,7 @@ class BackendConfig:
         default=None,
         metadata=_help("llama.cpp CPU threads (default: chosen from the cores free, see medix_r1.llm.cpu)"),
     )
-    llama_extra_buffers: str = field(
+    llama_extra_buffers: str | bool = field(  # YAML reads a bare off/on as false/true: both accepted
         default="auto",
         metadata=_help(
             "llama.cpp's extra CPU buffer types: auto (off on AMX CPUs, where they crash), on, off; "
@@ -83,6 +83,8 @@ class BackendConfig:
             )
         from medix_r1.llm.cpu import EXTRA_BUFFERS
 
+        if isinstance(self.llama_extra_buffers, bool):
+            self.llama_extra_buffers = "on" if self.llama_extra_buffers else "off"
         for key, ok, allowed in (
             ("llama_extra_buffers", self.llama_extra_buffers in EXTRA_BUFFERS, "|".join(EXTRA_BUFFERS)),
             ("n_ctx", self.n_ctx >= 256, ">= 256"),
@@ -136,6 +138,6 @@ def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | Open
         seed=config.seed,
         chat_format=config.chat_format,
         clip_model_path=config.mmproj,
-        llama_extra_buffers=config.llama_extra_buffers,
+        llama_extra_buffers=str(config.llama_extra_buffers),  # normalised to auto|on|off
         **overrides,
     )

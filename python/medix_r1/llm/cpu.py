@@ -596,8 +596,9 @@ def ensure_canary(
 ) -> CanaryResult:
     """The canary for opening ``model_path`` in this process, once per process and settings (and once per
     machine while it passes, through the cache). With ``auto`` and extra buffers on, a crash is retried with
-    them off; if that passes, they stay off for this model (logged). A crash that remains raises
-    :class:`LlamaCrashError` (one line: signal, cause, fix)."""
+    them off; if that passes, they stay off for this model (logged). A crash that remains (or no answer)
+    raises :class:`LlamaCrashError` (one line: signal, cause, fix); a child that merely exits with an error
+    (a file llama.cpp cannot read) is returned, not cached: the in-process load then says what is wrong."""
     plan = cpu_plan(extra_buffers)
     key = (str(Path(model_path).expanduser().resolve()), plan.extra_buffers, n_gpu_layers, str(_cache_dir()))
     with _lock:
@@ -613,6 +614,8 @@ def ensure_canary(
                 "works with them off: using off (--llama-extra-buffers off says so explicitly)"
             )
             res = retry
+    if not res.ok and res.signal is None and "status" in res.cause:
+        return res  # not a crash (e.g. not a GGUF llama.cpp reads): loading in-process reports it cleanly
     if not res.ok:
         raise LlamaCrashError(f"llama.cpp self-test of {model_path} {res.line()}")
     with _lock:
