@@ -363,7 +363,9 @@ def test_make_judge(tmp_path, gguf_path):
         JudgeConfig(url="http://127.0.0.1:9/v1", name="judge", concurrency=3, batch_timeout=9)
     )
     assert isinstance(remote, RemoteJudge) and remote.client.concurrency == 3
-    assert remote.client.batch_timeout == 9 and remote.client.timeout == BackendConfig(url="u", name="n").timeout
+    assert (
+        remote.client.batch_timeout == 9 and remote.client.timeout == BackendConfig(url="u", name="n").timeout
+    )
     local = make_judge(JudgeConfig(model=str(gguf_path), n_ctx=512, n_threads=1, cache_size=7))
     assert isinstance(local, LocalJudge) and local.cache.size == 7 and local.name.endswith(".gguf")
     local.close()
