@@ -350,7 +350,9 @@ def test_config_validation_and_help():
         "cache_size",
     }
     assert isinstance(JudgeConfig(model="j.gguf"), BackendConfig)
-    assert JudgeConfig(model="j.gguf").n_ctx == 1024 and JudgeConfig(model="j.gguf").timeout == 30
+    # one default each, declared on BackendConfig (llm/options.py builds the flags from it)
+    assert JudgeConfig(model="j.gguf").n_ctx == BackendConfig(model="j.gguf").n_ctx == 4096
+    assert JudgeConfig(model="j.gguf").timeout == BackendConfig(model="j.gguf").timeout
     assert all(isinstance(h, str) and h for h in helps.values())
 
 
@@ -361,7 +363,9 @@ def test_make_judge(tmp_path, gguf_path):
         JudgeConfig(url="http://127.0.0.1:9/v1", name="judge", concurrency=3, batch_timeout=9)
     )
     assert isinstance(remote, RemoteJudge) and remote.client.concurrency == 3
-    assert remote.client.batch_timeout == 9 and remote.client.timeout == 30
+    assert (
+        remote.client.batch_timeout == 9 and remote.client.timeout == BackendConfig(url="u", name="n").timeout
+    )
     local = make_judge(JudgeConfig(model=str(gguf_path), n_ctx=512, n_threads=1, cache_size=7))
     assert isinstance(local, LocalJudge) and local.cache.size == 7 and local.name.endswith(".gguf")
     local.close()

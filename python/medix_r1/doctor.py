@@ -495,7 +495,9 @@ def run_checks(
         if path is None:
             break  # no llama.cpp to test with: its check says why
         if not p.is_file():
-            checks.append(Check(f"self-test {role}", False, f"{p}: no such file", "give the right file", True))
+            checks.append(
+                Check(f"self-test {role}", False, f"{p}: no such file", "give the right file", True)
+            )
             continue
         check, result = self_test(role, p)
         checks.append(check)

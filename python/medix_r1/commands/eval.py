@@ -32,14 +32,19 @@ def _add_task_options(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _add_generate_options(p: argparse.ArgumentParser) -> None:
+    from medix_r1.llm.options import add_llm_options
+
     g = p.add_argument_group("evaluated model (one of)")
-    g.add_argument(
-        "--model",
-        metavar="PATH",
-        help="a local .gguf (llama.cpp) or a transformers checkpoint directory",
+    add_llm_options(
+        g,
+        prefix="",
+        names=("model", "url", "name"),
+        old={"name": ["--model-name"]},
+        help={
+            "model": "a local .gguf (llama.cpp) or a transformers checkpoint directory",
+            "name": "the model id on --url",
+        },
     )
-    g.add_argument("--url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--model-name", metavar="NAME", help="the model id on --url")
     g.add_argument(
         "--mmproj", metavar="FILE", help="the multimodal projector of a vision GGUF (mmproj-*.gguf)"
     )
@@ -48,62 +53,18 @@ def _add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=2048, metavar="N", help="answer length limit (default 2048)"
     )
-    p.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="llama.cpp context (default 4096)")
-    p.add_argument(
-        "--n-threads", "--threads", dest="threads", type=int, metavar="N", help="CPU threads for local models"
-    )
-    p.add_argument(
-        "--n-gpu-layers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="llama.cpp layers offloaded to the GPU (-1: all)",
-    )
-    p.add_argument(
-        "--api-key-env", metavar="NAME", help="environment variable holding --url's API key (sent only there)"
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=8,
-        metavar="N",
-        help="requests in flight against servers (default 8)",
-    )
+    add_llm_options(p, prefix="", names=("n_ctx", "n_threads", "n_gpu_layers", "api_key_env", "concurrency"))
 
 
 def _add_judge_options(p: argparse.ArgumentParser) -> None:
+    from medix_r1.llm.options import add_llm_options
+
     g = p.add_argument_group("judge (one of)")
-    g.add_argument(
-        "--judge-model",
-        "--judge",
-        dest="judge",
-        metavar="FILE.gguf",
-        help='a local GGUF judge, run in-process, its reply constrained to {"score": n}',
-    )
-    g.add_argument("--judge-url", metavar="URL", help="an OpenAI-compatible judge server")
-    g.add_argument("--judge-name", metavar="NAME", help="the judge's model id on --judge-url")
-    p.add_argument(
-        "--judge-n-threads", "--judge-threads", dest="judge_threads", type=int, metavar="N",
-        help="CPU threads of the in-process judge",
-    )  # fmt: skip
-    p.add_argument(
-        "--judge-n-ctx", "--judge-ctx", dest="judge_ctx", type=int, default=4096, metavar="N",
-        help="judge context (default 4096)",
-    )  # fmt: skip
-    p.add_argument(
-        "--judge-n-gpu-layers", type=int, default=0, metavar="N",
-        help="layers of the in-process judge offloaded to the GPU (-1: all)",
-    )  # fmt: skip
-    p.add_argument(
-        "--judge-api-key-env", metavar="NAME",
-        help="environment variable holding --judge-url's API key (sent only to that host; no default)",
-    )  # fmt: skip
-    p.add_argument(
-        "--judge-concurrency",
-        type=int,
-        default=8,
-        metavar="N",
-        help="conversations in flight against --judge-url (default 8)",
+    add_llm_options(
+        g,
+        prefix="judge",
+        old={"model": ["--judge"]},
+        help={"model": 'a local GGUF judge, run in-process, its reply constrained to {"score": n}'},
     )
     p.add_argument(
         "--judge-max-tokens",
@@ -205,7 +166,7 @@ def _generate(args: argparse.Namespace) -> int:
     from medix_r1.eval.io import ResumeMismatchError
     from medix_r1.eval.tasks import MissingDatasetError, TaskError, load_samples, resolve_tasks
 
-    _positive(args, "limit", "max_new_tokens", "n_ctx", "threads", "concurrency")
+    _positive(args, "limit", "max_new_tokens", "n_ctx", "n_threads", "concurrency")
     _bundle(args)
     from pathlib import Path
 
@@ -226,18 +187,19 @@ def _generate(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UserError(f"{e} (install the eval extra: pip install 'medix-r1[eval]')") from None
     try:
+        from medix_r1.llm.options import llm_overrides
+
+        opts = llm_overrides(args, prefix="", names=("n_ctx", "n_threads", "n_gpu_layers", "api_key_env"))
+        if args.concurrency is not None:
+            opts["concurrency"] = args.concurrency
         policy = open_policy(
             args.model,
             url=args.url,
-            model_name=args.model_name,
+            model_name=args.name,
             mmproj=args.mmproj,
             adapter=args.adapter,
-            n_ctx=args.n_ctx,
-            n_threads=args.threads,
-            n_gpu_layers=args.n_gpu_layers,
-            concurrency=args.concurrency,
             chat_format=args.chat_format,
-            api_key_env=args.api_key_env,
+            **opts,
         )
     except (MissingModelError, BackendError, ValueError) as e:
         raise UserError(_err(e)) from None
@@ -282,7 +244,9 @@ def _judge(args: argparse.Namespace) -> int:
     from medix_r1.eval.io import ResumeMismatchError
     from medix_r1.llm import BackendConfig, open_backend
 
-    _positive(args, "judge_threads", "judge_ctx", "judge_concurrency", "judge_max_tokens", "parse_retries")
+    _positive(
+        args, "judge_n_threads", "judge_n_ctx", "judge_concurrency", "judge_max_tokens", "parse_retries"
+    )
     _bundle(args)
     out = Path(args.out)
     tasks = (
@@ -297,7 +261,7 @@ def _judge(args: argparse.Namespace) -> int:
         if not (out / t / "generations.jsonl").exists():
             raise UserError(f"{out / t / 'generations.jsonl'}: no answers for task {t!r}; run generate first")
     try:
-        model, name = args.judge, args.judge_name
+        model, name = args.judge_model, args.judge_name
         if args.judge_url and model and not model.endswith(".gguf"):
             model, name = None, name or model  # `--judge-url URL --judge NAME` reads naturally too
         if not (model or args.judge_url):
@@ -306,17 +270,11 @@ def _judge(args: argparse.Namespace) -> int:
             raise UserError("give either --judge-model FILE.gguf or --judge-url, not both")
         if args.judge_url and not name:
             raise UserError("--judge-url needs --judge-name (the model id on that server)")
-        cfg = BackendConfig(
-            model=model,
-            url=args.judge_url,
-            name=name,
-            n_ctx=args.judge_ctx,
-            n_threads=args.judge_threads,
-            n_gpu_layers=args.judge_n_gpu_layers,
-            concurrency=args.judge_concurrency,
-            timeout=120.0,
-            api_key_env=args.judge_api_key_env,
-        )
+        from medix_r1.llm.options import llm_overrides
+
+        opts = llm_overrides(args, prefix="judge")
+        opts.update(model=model, url=args.judge_url, name=name)
+        cfg = BackendConfig(**opts)
         backend = Grader(open_backend(cfg), mode=args.judge_mode, max_tokens=args.judge_max_tokens)
     except (MissingModelError, BackendError, ValueError) as e:
         raise UserError(_err(e)) from None
@@ -378,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
 
     _bundle(args)
 
-    if not (args.judge or args.judge_url):
+    if not (args.judge_model or args.judge_url):
         raise UserError("give --judge FILE.gguf or --judge-url URL --judge-name NAME")
     rc = _generate(args)
     if rc:
@@ -393,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> None:
     from medix_r1.bundle import resolve_bundle
 
-    resolve_bundle(args, judge="judge", judge_skip="judge_url", policy="model", policy_skip="url")
+    resolve_bundle(args, judge="judge_model", judge_skip="judge_url", policy="model", policy_skip="url")
 
 
 def _specs(args: argparse.Namespace) -> list:

@@ -18,33 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a .gguf judge with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)",
     )
-    s.add_argument(
-        "--judge-model",
-        "--model",
-        dest="model",
-        required=True,
-        metavar="FILE.gguf",
-        help="the judge model: a local .gguf file",
-    )
+    from medix_r1.bundle import add_bundle_option
+    from medix_r1.llm.options import LOCAL, add_llm_options
+
+    # --model, --n-ctx, --n-gpu-layers, --n-threads: the spellings serve had before (kept)
+    old = {"model": ["--model"], "n_ctx": ["--n-ctx"], "n_gpu_layers": ["--n-gpu-layers"]}
+    old["n_threads"] = ["--n-threads"]
+    add_llm_options(s, prefix="judge", names=LOCAL, old=old, help={"model": "the judge model: a local .gguf"})
+    add_bundle_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8085, help="port to listen on (0: any free port)")
-    s.add_argument(
-        "--judge-n-ctx",
-        "--n-ctx",
-        dest="n_ctx",
-        type=int,
-        default=4096,
-        metavar="N",
-        help="context size in tokens",
-    )
-    s.add_argument(
-        "--judge-n-gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0, metavar="N",
-        help="layers offloaded to the GPU (-1: all)",
-    )  # fmt: skip
-    s.add_argument(
-        "--judge-n-threads", "--n-threads", dest="n_threads", type=int, default=None, metavar="N",
-        help="CPU threads (default: llama.cpp's choice)",
-    )  # fmt: skip
     s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
     s.add_argument(
         "--api-key",
@@ -97,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval grader's first-round prompt) for one pair, control tokens marked. No answer can change the "
         "number of control tokens: answers are tokenized with special-token parsing off.",
     )
-    i.add_argument("--judge-model", "--judge", "--model", dest="model", required=True, metavar="FILE.gguf")
+    add_llm_options(i, prefix="judge", names=LOCAL, old={"model": ["--judge", "--model"]})
+    add_bundle_option(i)
     i.add_argument("--answer", required=True, help="the predicted answer (model-written text)")
     i.add_argument("--ground-truth", required=True, help="the reference answer")
     i.add_argument("--question", default="", help="with --grader: the question (default empty)")
@@ -108,30 +92,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(handler=_inspect)
 
 
+def local_backend(args: argparse.Namespace) -> object:
+    """The judge GGUF these options name (``--judge-model`` or the bundle's judge), opened by
+    :func:`medix_r1.llm.open_backend`; a bad option or file is a UserError."""
+    from medix_r1.bundle import resolve_bundle
+    from medix_r1.errors import BackendError, MissingModelError, UserError
+    from medix_r1.llm import BackendConfig, open_backend
+    from medix_r1.llm.options import LOCAL, llm_overrides
+
+    resolve_bundle(args, judge="judge_model")
+    if not args.judge_model:
+        raise UserError("give --judge-model FILE.gguf (or --bundle DIR with a judge)")
+    try:
+        return open_backend(BackendConfig(**llm_overrides(args, prefix="judge", names=LOCAL)))
+    except (MissingModelError, BackendError, ValueError) as e:
+        raise UserError(str(e)) from e
+
+
 def _serve(args: argparse.Namespace) -> int:
     from medix_r1.errors import BackendError, MissingModelError, UserError
     from medix_r1.judge.server import JudgeServer
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    if args.n_ctx < 256:
-        raise UserError(f"--n-ctx must be >= 256, got {args.n_ctx}")
-    if args.n_threads is not None and args.n_threads < 1:
-        raise UserError(f"--n-threads must be >= 1, got {args.n_threads}")
     for flag in ("max_connections", "max_queue", "max_body", "max_per_client"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be > 0, got {args.timeout}")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    chat = local_backend(args)
     try:
         srv = JudgeServer(
-            args.model,
+            chat,  # type: ignore[arg-type]  # a GGUF: a LlamaCppChat
             host=args.host,
             port=args.port,
-            n_ctx=args.n_ctx,
-            n_gpu_layers=args.n_gpu_layers,
-            n_threads=args.n_threads,
             name=args.name,
             api_key=api_key,
             max_connections=args.max_connections,
@@ -158,13 +153,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def inspect_tokens(
-    model: str, answer: str, ground_truth: str, *, grader: bool = False, question: str = ""
+    model: str | object, answer: str, ground_truth: str, *, grader: bool = False, question: str = ""
 ) -> dict:
     """The tokens the judge model is given for one pair: ``{"tokens": [{"id", "text", "control"}...],
-    "n_control": N}`` (the reward judge's prompt, or the eval grader's first-round prompt)."""
+    "n_control": N}`` (the reward judge's prompt, or the eval grader's first-round prompt). ``model``: a
+    GGUF path or an open LlamaCppChat (closed here)."""
     from medix_r1.llm import BackendConfig, LlamaCppChat, open_backend
 
-    chat = open_backend(BackendConfig(model=model, n_ctx=4096))
+    chat = model if isinstance(model, LlamaCppChat) else open_backend(BackendConfig(model=str(model)))
     assert isinstance(chat, LlamaCppChat)
     try:
         if grader:
@@ -184,7 +180,7 @@ def inspect_tokens(
 
 def _inspect(args: argparse.Namespace) -> int:
     out = inspect_tokens(
-        args.model, args.answer, args.ground_truth, grader=args.grader, question=args.question
+        local_backend(args), args.answer, args.ground_truth, grader=args.grader, question=args.question
     )
     if args.json:
         print(json.dumps(out, ensure_ascii=False))

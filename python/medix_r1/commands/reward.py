@@ -38,35 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f'e.g. "{default_weights_spec()}" (the paper\'s, the default)',
     )
     j = s.add_argument_group("LLM judge (one of)")
-    j.add_argument(
-        "--judge-model", "--judge", dest="judge_model", metavar="FILE.gguf",
-        help="a local GGUF judge run in-process by llama.cpp",
-    )  # fmt: skip
-    j.add_argument(
-        "--judge-url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1"
-    )
-    j.add_argument("--judge-name", metavar="NAME", help="the model id on --judge-url")
-    j.add_argument(
-        "--judge-n-threads", "--judge-threads", dest="judge_threads", type=int, metavar="N",
-        help="CPU threads of the in-process judge",
-    )  # fmt: skip
-    j.add_argument(
-        "--judge-n-ctx", "--judge-ctx", dest="judge_n_ctx", type=int, metavar="N",
-        help="context of the in-process judge (default 1024)",
-    )  # fmt: skip
-    j.add_argument(
-        "--judge-n-gpu-layers",
-        type=int,
-        metavar="N",
-        help="in-process judge layers offloaded to the GPU (-1: all)",
-    )
-    j.add_argument(
-        "--judge-api-key-env", metavar="NAME",
-        help="environment variable holding --judge-url's API key (sent only to that host; no default)",
-    )  # fmt: skip
-    j.add_argument(
-        "--judge-concurrency", type=int, metavar="N", help="requests in flight against --judge-url"
-    )
+    from medix_r1.llm.options import add_llm_options
+
+    add_llm_options(j, prefix="judge", old={"model": ["--judge"]})
     j.add_argument("--soft-judge", action="store_true", default=None, help="reward P(YES) instead of 0/1")
     j.add_argument(
         "--max-unscorable",
@@ -130,18 +104,9 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
         if args.judge_model and args.judge_url:
             raise ValueError("give either --judge-model or --judge-url, not both")
         judge.update({"model": args.judge_model} if args.judge_model else {"url": args.judge_url})
-    if args.judge_name:
-        judge["name"] = args.judge_name
-    if args.judge_threads is not None:
-        judge["n_threads"] = args.judge_threads
-    if args.judge_concurrency is not None:
-        judge["concurrency"] = args.judge_concurrency
-    if args.judge_n_ctx is not None:
-        judge["n_ctx"] = args.judge_n_ctx
-    if args.judge_n_gpu_layers is not None:
-        judge["n_gpu_layers"] = args.judge_n_gpu_layers
-    if args.judge_api_key_env is not None:
-        judge["api_key_env"] = args.judge_api_key_env
+    from medix_r1.llm.options import llm_overrides
+
+    judge.update({k: v for k, v in llm_overrides(args, prefix="judge").items() if k not in ("model", "url")})
     if args.judge_name and not judge.get("url"):
         raise ValueError("--judge-name goes with --judge-url")
     for key, value in (

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.bundle import add_bundle_option
 
     add_bundle_option(p)
+    from medix_r1.llm.cpu import add_llama_cpu_option
+
+    add_llama_cpu_option(
+        p
+    )  # the in-process judge's llama.cpp CPU buffers (YAML: reward.judge.llama_extra_buffers)
     p.set_defaults(handler=_train, group_parser=p)
 
 

@@ -222,16 +222,25 @@ def open_policy(
     model_name: str | None = None,
     mmproj: str | None = None,
     adapter: str | None = None,
-    n_ctx: int = 4096,
+    n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int = 0,
-    concurrency: int = 8,
+    n_gpu_layers: int | None = None,
+    concurrency: int | None = None,
     chat_format: str | None = None,
     api_key_env: str | None = None,
 ) -> Any:
     """The policy for ``model`` (a .gguf file or a checkpoint directory) or ``url`` + ``model_name``; GGUF and
-    server policies run on the backend :func:`medix_r1.llm.open_backend` builds."""
+    server policies run on the backend :func:`medix_r1.llm.open_backend` builds. Options left None take
+    BackendConfig's declared defaults."""
     from medix_r1.llm import BackendConfig, open_backend
+
+    given: dict[str, Any] = {
+        k: v
+        for k, v in dict(
+            n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, concurrency=concurrency
+        ).items()
+        if v is not None
+    }
 
     if url:
         if adapter or mmproj:
@@ -239,20 +248,18 @@ def open_policy(
         name = model_name or model
         if not name:
             raise ValueError("--url needs --model-name (the model id on that server)")
-        cfg = BackendConfig(
-            url=url, name=name, concurrency=concurrency, timeout=600.0, api_key_env=api_key_env
-        )
+        remote = {k: v for k, v in given.items() if k == "concurrency"}
+        cfg = BackendConfig(url=url, name=name, timeout=600.0, api_key_env=api_key_env, **remote)
         return RemotePolicy(open_backend(cfg))
     if not model:
         raise ValueError("give --model (a .gguf file or a checkpoint directory) or --url with --model-name")
     if model.endswith(".gguf"):
         if adapter:
             raise ValueError("--adapter needs a transformers checkpoint; merge the LoRA before converting")
+        local = {k: v for k, v in given.items() if k != "concurrency"}
         cfg = BackendConfig(
             model=model,
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_gpu_layers=n_gpu_layers,
+            **local,
             chat_format=chat_format,
             mmproj=None if mmproj is None else str(mmproj),
         )

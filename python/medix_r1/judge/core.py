@@ -53,19 +53,11 @@ class Verdict:
     source: str = "judge"
 
 
-MAX_TIMEOUT = 86400.0  # one day: a larger (or infinite) timeout is refused, not an OverflowError later
-
-
 @dataclass
 class JudgeConfig(BackendConfig):
     """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``): a
-    :class:`~medix_r1.llm.BackendConfig` plus the verdict cache, with defaults for a one-token judge."""
+    :class:`~medix_r1.llm.BackendConfig` (its options and their one default each) plus the verdict cache."""
 
-    n_ctx: int = option(1024, "llama.cpp context size in tokens for the in-process judge", ge=256)
-    timeout: float = option(
-        30.0, "seconds one server request may take in all (connect + reply)", gt=0, le=MAX_TIMEOUT
-    )
-    max_retries: int = option(2, "retries of a failed server request (exponential backoff)", ge=0)
     cache_size: int = option(65536, "verdicts kept in the LRU cache across batches (0: no cache)", ge=0)
 
     _section = "judge"
@@ -212,7 +204,6 @@ class LocalJudge(_CachingJudge):
                 raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
             self.chat = model
         else:
-            backend_kw.setdefault("n_ctx", 1024)
             self.chat = LlamaCppChat(model, **backend_kw)
         self.name = self.chat.name
         self.options = {"yes": self._first_tokens(_YES, True), "no": self._first_tokens(_NO, False)}

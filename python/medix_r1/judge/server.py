@@ -382,7 +382,13 @@ class JudgeServer:
         if isinstance(model, LlamaCppChat):
             self.chat = model
         else:
-            self.chat = LlamaCppChat(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+            from medix_r1.llm import BackendConfig, open_backend
+
+            chat = open_backend(
+                BackendConfig(model=str(model), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+            )
+            assert isinstance(chat, LlamaCppChat)
+            self.chat = chat
         self.model_name = name or Path(self.chat.file_name).stem
         self.api_key = api_key or None
         self.max_queue = max_queue

@@ -636,14 +636,16 @@ def register_validate(judge_subparsers: argparse._SubParsersAction) -> None:
         description="Run a judge on labelled (answer, ground truth, match) pairs and write DIR/report.md, "
         "DIR/report.json and DIR/*.png with a pass/fail verdict. Exit status 1 when the judge fails.",
     )
-    src = v.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--judge-model", metavar="FILE.gguf", help="a local GGUF judge run in-process by llama.cpp"
-    )
-    src.add_argument(
-        "--judge-url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1"
-    )
-    v.add_argument("--judge-name", metavar="NAME", help="the model id on --judge-url")
+    from medix_r1.bundle import add_bundle_option
+    from medix_r1.llm.options import REMOTE, add_llm_options
+
+    src = v.add_mutually_exclusive_group()
+    add_llm_options(src, prefix="judge", names=("model", "url"), cpu_option=False)
+    # --n-threads, --n-ctx, --n-gpu-layers: the spellings validate had before (kept)
+    old = {"n_ctx": ["--n-ctx"], "n_gpu_layers": ["--n-gpu-layers"], "n_threads": ["--n-threads"]}
+    rest = ("n_ctx", "n_threads", "n_gpu_layers", *(r for r in REMOTE if r != "url"))
+    add_llm_options(v, prefix="judge", names=rest, old=old)
+    add_bundle_option(v)
     v.add_argument(
         "--embed-model", metavar="DIR", help="also measure this embedder (`medix embed export` dir)"
     )
@@ -666,9 +668,6 @@ def register_validate(judge_subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="attack at most N correctly rejected wrong answers with each injection suffix (0: skip)",
     )
-    v.add_argument("--n-threads", type=int, default=None, help="CPU threads of the in-process judge")
-    v.add_argument("--n-ctx", type=int, default=1024, help="context size of the in-process judge")
-    v.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1: all)")
     for f in fields(Thresholds):
         v.add_argument(
             "--" + f.name.replace("_", "-"), type=float, default=f.default, help=f.metadata["help"]
@@ -677,8 +676,13 @@ def register_validate(judge_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _validate_command(args: argparse.Namespace) -> int:
+    from medix_r1.bundle import resolve_bundle
     from medix_r1.judge import JudgeConfig, make_judge
+    from medix_r1.llm.options import llm_overrides
 
+    resolve_bundle(args, judge="judge_model", judge_skip="judge_url")
+    if not (args.judge_model or args.judge_url):
+        raise UserError("give --judge-model FILE.gguf or --judge-url URL (or --bundle DIR with a judge)")
     if args.judge_url and not args.judge_name:
         raise UserError("--judge-url needs --judge-name, the model id served there")
     if args.limit is not None and args.limit < 1:
@@ -691,16 +695,7 @@ def _validate_command(args: argparse.Namespace) -> int:
     if args.limit is not None:
         pairs = pairs[: args.limit]
     try:
-        jcfg = (
-            JudgeConfig(
-                model=args.judge_model,
-                n_threads=args.n_threads,
-                n_ctx=args.n_ctx,
-                n_gpu_layers=args.n_gpu_layers,
-            )
-            if args.judge_model
-            else JudgeConfig(url=args.judge_url, name=args.judge_name)
-        )
+        jcfg = JudgeConfig(**llm_overrides(args, prefix="judge"))
     except ValueError as e:
         raise UserError(str(e)) from e
     embedder = None
@@ -708,7 +703,7 @@ def _validate_command(args: argparse.Namespace) -> int:
         from medix_r1.embed.backends import make_embedder
         from medix_r1.embed.config import EmbedConfig
 
-        embedder = make_embedder(EmbedConfig(model=args.embed_model, threads=args.n_threads))
+        embedder = make_embedder(EmbedConfig(model=args.embed_model, threads=args.judge_n_threads))
     judge = make_judge(jcfg)
     try:
         report = run_validation(

@@ -16,6 +16,9 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+MAX_TIMEOUT = 86400.0  # one day: a larger (or infinite) timeout is refused, not an OverflowError later
+
+
 @dataclass
 class BackendConfig:
     """Which chat model to use and how: a local GGUF run in-process by llama.cpp (``model``) or an
@@ -31,7 +34,15 @@ class BackendConfig:
     n_ctx: int = field(default=4096, metadata=_help("llama.cpp context size in tokens"))
     n_gpu_layers: int = field(default=0, metadata=_help("llama.cpp layers offloaded to the GPU (-1: all)"))
     n_threads: int | None = field(
-        default=None, metadata=_help("llama.cpp CPU threads (default: llama.cpp's choice)")
+        default=None,
+        metadata=_help("llama.cpp CPU threads (default: chosen from the cores free, see medix_r1.llm.cpu)"),
+    )
+    llama_extra_buffers: str | bool = field(  # YAML reads a bare off/on as false/true: both accepted
+        default="auto",
+        metadata=_help(
+            "llama.cpp's extra CPU buffer types: auto (off on AMX CPUs, where they crash), on, off; "
+            "--llama-extra-buffers / MEDIX_LLAMA_EXTRA_BUFFERS override it"
+        ),
     )
     seed: int = field(default=0, metadata=_help("llama.cpp sampling seed"))
     chat_format: str | None = field(
@@ -73,12 +84,21 @@ class BackendConfig:
                 value=None,
                 allowed="the server's model id",
             )
+        from medix_r1.llm.cpu import EXTRA_BUFFERS
+
+        if isinstance(self.llama_extra_buffers, bool):
+            self.llama_extra_buffers = "on" if self.llama_extra_buffers else "off"
         for key, ok, allowed in (
+            ("llama_extra_buffers", self.llama_extra_buffers in EXTRA_BUFFERS, "|".join(EXTRA_BUFFERS)),
             ("n_ctx", self.n_ctx >= 256, ">= 256"),
             ("n_threads", self.n_threads is None or self.n_threads >= 1, ">= 1"),
             ("concurrency", self.concurrency >= 1, ">= 1"),
-            ("timeout", self.timeout > 0, "> 0"),
-            ("batch_timeout", self.batch_timeout is None or self.batch_timeout > 0, "> 0"),
+            ("timeout", 0 < self.timeout <= MAX_TIMEOUT, f"in (0, {MAX_TIMEOUT:g}] seconds"),
+            (
+                "batch_timeout",
+                self.batch_timeout is None or 0 < self.batch_timeout <= MAX_TIMEOUT,
+                f"in (0, {MAX_TIMEOUT:g}] seconds",
+            ),
             ("max_retries", self.max_retries >= 0, ">= 0"),
         ):
             if not ok:
@@ -97,9 +117,9 @@ class BackendConfig:
 
 
 def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | OpenAIChat:
-    """The chat backend ``config`` describes: :class:`LlamaCppChat` for a ``.gguf`` model, :class:`OpenAIChat`
-    for a server. A missing GGUF raises MissingModelError; ``overrides`` (e.g. ``backoff``) go to the
-    class."""
+    """The one function that opens a chat backend (the reward judge, the eval grader, the evaluated policy,
+    `medix judge serve`): :class:`LlamaCppChat` for a ``.gguf`` model, :class:`OpenAIChat` for a server. A
+    missing GGUF raises MissingModelError; ``overrides`` (e.g. ``backoff``) go to the class."""
     if config.url:
         assert config.name is not None
         return OpenAIChat(
@@ -125,5 +145,6 @@ def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | Open
         seed=config.seed,
         chat_format=config.chat_format,
         clip_model_path=config.mmproj,
+        llama_extra_buffers=str(config.llama_extra_buffers),  # normalised to auto|on|off
         **overrides,
     )

@@ -344,7 +344,7 @@ def runtime_env(plan: ThreadPlan | None = None, extra_buffers: str | None = None
     """Environment variables a child process that runs llama.cpp should start with (the supervised judge
     worker, the canary): the wait policy and, when given, the extra-buffers setting."""
     plan = plan or choose_threads()
-    env = {"OMP_WAIT_POLICY": plan.wait_policy}
+    env: dict[str, str] = {"OMP_WAIT_POLICY": plan.wait_policy}
     if extra_buffers is not None:
         env[ENV_EXTRA_BUFFERS] = _check_choice(extra_buffers, ENV_EXTRA_BUFFERS)
     return env
@@ -516,7 +516,7 @@ def _diagnose(
         return None, f"the child exited with status {rc}: {tail or 'no message'}", "see the message"
     name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
     if sig == signal.SIGILL:
-        cause = "an illegal instruction: this llama.cpp was built for another CPU (GGML_NATIVE on another machine)"
+        cause = "an illegal instruction: this llama.cpp was built for another CPU (GGML_NATIVE elsewhere)"
         fix = f"rebuild llama-cpp-python here: {REBUILD}"
     elif extra and (cpu.amx or sig == signal.SIGSEGV):
         cause = (
@@ -596,8 +596,9 @@ def ensure_canary(
 ) -> CanaryResult:
     """The canary for opening ``model_path`` in this process, once per process and settings (and once per
     machine while it passes, through the cache). With ``auto`` and extra buffers on, a crash is retried with
-    them off; if that passes, they stay off for this model (logged). A crash that remains raises
-    :class:`LlamaCrashError` (one line: signal, cause, fix)."""
+    them off; if that passes, they stay off for this model (logged). A crash that remains (or no answer)
+    raises :class:`LlamaCrashError` (one line: signal, cause, fix); a child that merely exits with an error
+    (a file llama.cpp cannot read) is returned, not cached: the in-process load then says what is wrong."""
     plan = cpu_plan(extra_buffers)
     key = (str(Path(model_path).expanduser().resolve()), plan.extra_buffers, n_gpu_layers, str(_cache_dir()))
     with _lock:
@@ -613,6 +614,8 @@ def ensure_canary(
                 "works with them off: using off (--llama-extra-buffers off says so explicitly)"
             )
             res = retry
+    if not res.ok and res.signal is None and "status" in res.cause:
+        return res  # not a crash (e.g. not a GGUF llama.cpp reads): loading in-process reports it cleanly
     if not res.ok:
         raise LlamaCrashError(f"llama.cpp self-test of {model_path} {res.line()}")
     with _lock:
