@@ -1,11 +1,12 @@
-"""The supervised judge (medix_r1.judge.supervised): the local GGUF judge in a worker process, killed with real
-signals. Same verdicts as in-process, bit for bit; a worker killed mid-batch is replaced and nothing judged is
-lost; a judge that keeps dying leaves pairs unscorable with the signal named (a JudgeFailedError for the
-composite reward); and (slow) `medix train` survives a SIGSEGV of its judge, or stops with a checkpoint and the
-resume command when the judge keeps dying, and `--resume` then finishes."""
+"""The supervised judge (medix_r1.judge.supervised): the local GGUF judge in a worker process, killed with
+real signals. Same verdicts as in-process, bit for bit; a worker killed mid-batch is replaced and nothing
+judged is lost; a judge that keeps dying leaves pairs unscorable with the signal named (a JudgeFailedError
+for the composite reward); and (slow) `medix train` survives a SIGSEGV of its judge, or stops with a
+checkpoint and the resume command when the judge keeps dying, and `--resume` then finishes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,7 +62,9 @@ def test_verdicts_are_bit_identical_to_the_in_process_judge(gguf_path, in_proces
         j.close()
 
 
-def test_a_worker_killed_mid_batch_is_replaced_and_nothing_judged_is_lost(gguf_path, in_process, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_batch_is_replaced_and_nothing_judged_is_lost(
+    gguf_path, in_process, tmp_path, monkeypatch
+):
     monkeypatch.setenv(PID_FILE_ENV, str(tmp_path / "judge.pid"))
     j = SupervisedJudge(_config(gguf_path))
     first = j.pid
@@ -152,7 +155,7 @@ def test_the_worker_ends_with_its_supervisor(gguf_path):
         time.sleep(0.1)
 
 
-# -- slow: `medix train` with the tiny models, the judge killed with real signals ------------------------------
+# -- slow: `medix train` with the tiny models, the judge killed with real signals ---------------------------
 
 
 @pytest.fixture(scope="module")
@@ -249,17 +252,15 @@ def test_train_stops_with_a_checkpoint_when_the_judge_keeps_dying_and_resumes(gg
                 pid = 0
             if pid and pid not in killed:
                 killed.add(pid)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSEGV)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.01)
 
     killer = threading.Thread(target=keep_killing, daemon=True)
     try:
         _wait_for(out / "checkpoint-1" / "trainer_state.json", proc, "the first checkpoint")
         killer.start()
-        stdout, stderr = proc.communicate(timeout=900)
+        _, stderr = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -278,7 +279,7 @@ def test_train_stops_with_a_checkpoint_when_the_judge_keeps_dying_and_resumes(gg
     assert done == list(range(1, ck + 1))  # nothing computed before the stop was lost
 
     resumed = _train(run_yaml, pid_file, "--resume")
-    stdout, stderr = resumed.communicate(timeout=900)
+    _, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stderr[-3000:]
     assert _steps(out) == [1, 2, 3, 4]
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4

@@ -32,7 +32,6 @@ import threading
 import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from medix_r1 import errors
 from medix_r1.errors import BackendError, MedixError
@@ -76,13 +75,18 @@ def worker_env(config: JudgeConfig, extra: dict[str, str] | None = None) -> dict
     library loads, in the worker, so they must be decided here."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the medix_r1 package
-    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
     # CPU-CHOICE (issue 17 item 5): the one place where the judge worker's llama.cpp threads and OpenMP wait
     # policy are chosen for the cores actually free. medix_r1.llm.cpu (the `cpu` branch) decides them; when
     # it lands, apply its choice for `config` here (env vars such as OMP_WAIT_POLICY; threads via the
     # config the worker opens). Until then the worker runs with llama.cpp's defaults, as in-process.
     env.update(extra or {})
     return env
+
+
+_WORKER_MAIN = "from medix_r1.judge.supervised import main; main()"
 
 
 class _Worker:
@@ -92,7 +96,12 @@ class _Worker:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from medix_r1.judge.supervised import main; main()", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-c",
+                    "from medix_r1.judge.supervised import main; main()",
+                    str(theirs.fileno()),
+                ],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -130,7 +139,9 @@ class _Worker:
         try:
             if not self.conn.poll(timeout):
                 self.kill()
-                raise WorkerDied(f"judge process {self.pid} gave no answer in {timeout:g} s {doing}; killed it")
+                raise WorkerDied(
+                    f"judge process {self.pid} gave no answer in {timeout:g} s {doing}; killed it"
+                )
             return self.conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError):
             raise WorkerDied(self.death(doing)) from None
@@ -222,7 +233,9 @@ class SupervisedJudge(_CachingJudge):
         self._worker = None
         self.deaths.append(reason)
         if budget_left > 0:
-            log.warning("%s; starting a fresh judge process (%d more allowed for this batch)", reason, budget_left - 1)
+            log.warning(
+                "%s; starting a fresh judge process (%d more allowed for this batch)", reason, budget_left - 1
+            )
         else:
             log.warning("%s; no fresh judge process left for this batch", reason)
 
@@ -261,7 +274,8 @@ class SupervisedJudge(_CachingJudge):
         return self._sent is not None and i in self._sent
 
     def _run(self, keys: list[tuple[str, str]], todo: list[int], out: list[Verdict | None]) -> None:
-        """Judge ``keys[todo]`` on the live worker (starting one if needed), filling ``out`` as verdicts come."""
+        """Judge ``keys[todo]`` on the live worker (starting one if needed), filling ``out`` as verdicts
+        arrive."""
         self._sent = None
         w = self._worker
         if w is not None and not w.alive():
@@ -368,4 +382,3 @@ def main() -> None:
         except Exception:  # a bug: report it with its traceback, stay up
             conn.send(("bug", traceback.format_exc()[-4000:]))
     judge.close()
-
