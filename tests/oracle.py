@@ -200,3 +200,47 @@ def reference_compute_score(
         "modality": mod,
     }
     return scores, failed_llm or failed_emb
+
+
+# --- reference mode, the judge call: the authors' request and their reading of the reply, restated ---------
+# (their create_prompt / chat_with_vllm / llm_answer_match; written here independently of
+# medix_r1.judge.reference so that a slip in either shows up as a difference)
+def reference_judge_prompt(predict: str, ground_truth: str) -> str:
+    return (
+        "You are a helpful assistant.\n"
+        'Given a predicted answer and the ground truth answer, respond with exactly "YES" if the content '
+        'matches, otherwise respond with "NO".\n'
+        'Start your response with "YES" or "NO" in uppercase.\n\n'
+        f"Predicted:{predict}\n"
+        f"Ground Truth:{ground_truth}\n"
+    )
+
+
+def reference_judge_request(predict: str, ground_truth: str, model: str) -> dict:
+    """The JSON body their code POSTs to ``/v1/chat/completions``."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": reference_judge_prompt(predict, ground_truth)}],
+        "max_tokens": 4,
+        "temperature": 0.0,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "top_p": 1.0,
+    }
+
+
+def reference_ask_server(url: str, model: str):
+    """``ask_judge`` for :func:`reference_compute_score`: their HTTP call (``requests``, raise on an HTTP
+    error) against an OpenAI-compatible ``url`` ending in ``/chat/completions``."""
+    import requests
+
+    def ask(predict: str, ground_truth: str) -> str:
+        r = requests.post(
+            url,
+            headers={"Content-Type": "application/json"},
+            json=reference_judge_request(predict, ground_truth, model),
+            timeout=120,
+        )
+        r.raise_for_status()
+        return r.json()["choices"][0]["message"]["content"]
+
+    return ask

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from medix_r1.bundle import ENV, BundleError, resolve_bundle
+from medix_r1.bundle.create import render_install_sh
 from medix_r1.bundle.manifest import FORMAT, MANIFEST, file_entry, verify_bundle, write_json_atomic
 from medix_r1.bundle.models import GgufError, describe_model, gguf_metadata
 from medix_r1.bundle.wheels import (
@@ -87,22 +88,50 @@ def test_hf_folder_without_weights_and_missing_path(minilm_hf_dir: Path, tmp_pat
     assert f"no such file or directory: {tmp_path / 'nope'}" in capsys.readouterr().err
 
 
+def _tiny_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (), body: str = "") -> Path:
+    """A real, installable pure-Python wheel of one module ``name`` whose ``WHO`` is ``body``."""
+    import base64
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"WHO = {body or f'{name} {version}'!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    w = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(w, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return w
+
+
 def _fake_bundle(root: Path, python: str | None = None, wheel: str | None = None) -> Path:
-    """A small finished bundle (a model file, a wheel name) with a real manifest."""
+    """A small finished bundle (a model file, medix_r1 and demo_pkg as tiny real wheels) with a real
+    manifest and the real install.sh."""
     (root / "models" / "judge").mkdir(parents=True)
     (root / "wheels").mkdir()
     (root / "models" / "judge" / "j.gguf").write_bytes(b"GGUF" + bytes(100))
-    w = root / "wheels" / (wheel or "demo_pkg-1.0-py3-none-any.whl")
-    with zipfile.ZipFile(w, "w") as z:
-        z.writestr("demo_pkg/__init__.py", "")
-    shutil.copy(ROOT / "python" / "medix_r1" / "bundle" / "install.sh.in", root / "install.sh")
+    if wheel:
+        with zipfile.ZipFile(root / "wheels" / wheel, "w") as z:
+            z.writestr("demo_pkg/__init__.py", "")
+    else:
+        _tiny_wheel(root / "wheels", "demo_pkg", "1.0")
+    _tiny_wheel(root / "wheels", "medix_r1", "0.1.0", requires=["demo_pkg; extra == 'judge'"], body="listed")
+    (root / "install.sh").write_text(render_install_sh({"VERSION": "0.1.0"}))
     files = [file_entry(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     manifest = {
         "format": FORMAT,
         "created": "2026-01-01T00:00:00Z",
         "target": {"python": python or here, "platforms": []},
-        "extras": [],
+        "extras": ["judge"],
         "models": {"judge": {"path": "models/judge/j.gguf", "kind": "gguf"}},
         "files": files,
     }
@@ -120,6 +149,95 @@ def test_verify_names_missing_and_altered_files(tmp_path: Path, capsys) -> None:
     assert main(["bundle", "verify", str(b), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "ALTERED  models/judge/j.gguf: sha256" in err and "MISSING  install.sh" in err
+
+
+def _rewrite_manifest(b: Path, edit) -> None:
+    m = json.loads((b / MANIFEST).read_text())
+    edit(m)
+    write_json_atomic(b / MANIFEST, m)
+
+
+def _install(b: Path, *args: str, venv: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_FIND_LINKS")}
+    cmd = ["bash", str(b / "install.sh"), *args] + (["--venv", str(venv)] if venv else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHON": sys.executable})
+
+
+@pytest.mark.parametrize("where", ["../../etc/outside", "/etc/passwd", "models/../../outside"])
+def test_attack_manifest_path_outside_the_bundle_fails_verify_naming_it(
+    tmp_path: Path, where, capsys
+) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("not the bundle's")
+    b = _fake_bundle(tmp_path / "a" / "b")
+    if where == "/etc/passwd":
+        entry = file_entry(Path("/"), Path("/etc/passwd"))
+    else:
+        entry = {**file_entry(tmp_path, outside), "path": where}
+    entry["path"] = where
+    _rewrite_manifest(b, lambda m: m["files"].append(entry))
+    assert main(["bundle", "verify", str(b), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"UNSAFE   '{where}'" in err, err
+    r = _install(b)
+    assert r.returncode == 1 and f"UNSAFE   '{where}'" in r.stderr and "refusing" in r.stderr, r.stderr
+
+
+def test_attack_symlink_leaving_the_bundle_fails_verify(tmp_path: Path, capsys) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    b = _fake_bundle(tmp_path / "b")
+    judge = b / "models" / "judge" / "j.gguf"
+    shutil.copy(judge, elsewhere / "j.gguf")
+    shutil.rmtree(b / "models" / "judge")
+    (b / "models" / "judge").symlink_to(elsewhere)  # same bytes, but outside the bundle
+    assert main(["bundle", "verify", str(b), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "UNSAFE   'models/judge/j.gguf': leads outside the bundle" in err, err
+    with pytest.raises(BundleError, match="leads outside the bundle"):
+        resolve_bundle(argparse.Namespace(bundle=str(b), judge=None), judge="judge")
+
+
+def test_attack_unlisted_and_altered_wheels_are_refused_and_only_listed_ones_installed(
+    tmp_path: Path, capsys
+):
+    """An unlisted tqdm-99 wheel, an unlisted medix_r1 0.1.0+evil wheel (satisfies ==0.1.0), an altered
+    listed wheel: verify fails naming each, install.sh refuses before creating anything; with --allow-extra
+    the unlisted files are named but exactly the listed wheels are installed (a real pip, a fresh venv)."""
+    b = _fake_bundle(tmp_path / "b")
+    _tiny_wheel(b / "wheels", "tqdm", "99.0.0", body="evil")
+    _tiny_wheel(b / "wheels", "medix_r1", "0.1.0+evil", body="evil")
+    assert main(["bundle", "verify", str(b), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "EXTRA    wheels/tqdm-99.0.0-py3-none-any.whl" in err and "EXTRA    wheels/medix_r1-0.1.0+evil" in err
+    )
+    assert "--allow-extra" in err
+    assert main(["bundle", "verify", str(b), "--no-progress", "--allow-extra"]) == 0
+    assert "allowed by --allow-extra" in capsys.readouterr().err
+    venv = tmp_path / "venv"
+    r = _install(b, venv=venv)
+    assert r.returncode == 1 and "EXTRA    wheels/tqdm-99.0.0" in r.stderr and "refusing" in r.stderr, (
+        r.stderr
+    )
+    assert not venv.exists()
+
+    r = _install(b, "--allow-extra", venv=venv)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    py = str(venv / "bin" / "python")
+    code = "import importlib.util as u, medix_r1, demo_pkg; "
+    code += "print(medix_r1.WHO, demo_pkg.WHO, u.find_spec('tqdm'))"
+    out = subprocess.run([py, "-I", "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["listed", "demo_pkg", "1.0", "None"], out
+
+    listed = b / "wheels" / "demo_pkg-1.0-py3-none-any.whl"
+    data = bytearray(listed.read_bytes())
+    data[40] ^= 1  # same size, one bit: ALTERED
+    listed.write_bytes(bytes(data))
+    assert main(["bundle", "verify", str(b), "--no-progress", "--allow-extra"]) == 1
+    assert "ALTERED  wheels/demo_pkg-1.0-py3-none-any.whl: sha256" in capsys.readouterr().err
+    r = _install(b, "--allow-extra", venv=tmp_path / "venv2")
+    assert r.returncode == 1 and "ALTERED  wheels/demo_pkg" in r.stderr and not (tmp_path / "venv2").exists()
 
 
 def test_half_written_bundle_says_to_rerun_create(tmp_path: Path, capsys) -> None:

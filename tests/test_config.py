@@ -65,7 +65,7 @@ def test_values_are_converted_by_annotation():
         ({"n": True}, "s.n", "an integer"),
         ({"n": 0}, "s.n", ">= 1"),
         ({"rate": 1.5}, "s.rate", "<= 1"),
-        ({"rate": "fast"}, "s.rate", "a number"),
+        ({"rate": "fast"}, "s.rate", "a finite number"),
         ({"mode": "c"}, "s.mode", "one of a, b"),
         ({"names": "a"}, "s.names", "a list of a string"),
         ({"maybe": "x"}, "s.maybe", "an integer or null"),

@@ -96,3 +96,22 @@ def test_train_memory_estimate(minilm_hf_dir: Path, tmp_path: Path) -> None:
     cfg.write_text(f"model:\n  path: {minilm_hf_dir}\nlora:\n  load_in_4bit: false\n")
     c = doctor.estimate_train_memory(str(cfg))
     assert c.ok and "GiB" in c.detail and "parameters" in c.detail
+
+
+def test_doctor_self_tests_the_judge_and_names_the_cpu_path(gguf_path: Path, tmp_path: Path, capsys, monkeypatch):
+    # A faked AMX CPU: the path chosen is extra buffers off, and the real self-test (a child process, one
+    # batched decode of the test GGUF) runs with them off and passes.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx avx2 avx512f amx_tile amx_int8\n")
+    monkeypatch.setenv("MEDIX_CPUINFO", str(cpuinfo))
+    monkeypatch.setenv("MEDIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDIX_LLAMA_EXTRA_BUFFERS", raising=False)
+    rc = main(["doctor", "--no-gpu", "--json", "--judge-model", str(gguf_path)])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0, data
+    assert data["llama_cpu"]["extra_buffers"] is False and "AMX" in data["llama_cpu"]["reason"]
+    assert "AMX" in data["llama_cpu"]["cpu_features"]
+    (t,) = data["self_tests"]
+    assert t["role"] == "judge" and t["ok"] and t["extra_buffers"] is False and t["tokens"] > 24
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["self-test judge"]["ok"] and "extra CPU buffers off" in checks["llama.cpp cpu path"]["detail"]

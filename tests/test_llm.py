@@ -119,10 +119,15 @@ def test_eval_prompt_does_not_reuse_a_cache_filled_by_another_path(chat):
     assert (again == cold).all()
 
 
-def test_passive_openmp_wait_policy_is_warned_about(gguf_path, monkeypatch):
+def test_passive_openmp_wait_policy_set_by_the_user_is_kept(gguf_path, monkeypatch):
+    # medix_r1.llm.cpu chooses the wait policy from the machine's load; one the user set wins.
+    from medix_r1.llm.cpu import choose_threads
+
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
-    with pytest.warns(RuntimeWarning, match="OMP_WAIT_POLICY"):
-        LlamaCppChat(gguf_path, n_ctx=256, n_threads=2).close()
+    assert choose_threads(cores=2, busy=0.0).wait_policy == "PASSIVE"
+    chat = LlamaCppChat(gguf_path, n_ctx=256, n_threads=2)
+    assert chat.llm.n_threads == 2
+    chat.close()
 
 
 def test_missing_model_says_how_to_provide_it(tmp_path):

@@ -1,11 +1,16 @@
-"""Differential test: reference mode against an oracle of the authors' reward (tests/oracle.py), random input.
+"""Differential tests: reference mode against an oracle of the authors' reward (tests/oracle.py).
 
-This checks the parsing and the arithmetic, not the models: both sides get the same FAKE deterministic judge
-and embedder (a hash of the pair decides YES/NO; a hash of the text picks a unit vector at a multiple of 30
-degrees, so no cosine lies near the 0.8 threshold). Their model calls are taken to fail, and score 0.0, on
-text a model cannot read (a lone surrogate) and on an empty ground truth, as ours refuse them.
+Random input, fake models: this checks the parsing and the arithmetic. Both sides get the same FAKE
+deterministic judge and embedder (a hash of the pair decides YES/NO; a hash of the text picks a unit vector at
+a multiple of 30 degrees, so no cosine lies near the 0.8 threshold). Their model calls fail, and score 0.0, on
+text a model cannot read (a lone surrogate: llama.cpp's and the tokenizers' encoders raise on it, and
+``medix judge serve`` answers HTTP 400, as the real-model test below shows); an empty ground truth (one that
+is only a tag) is sent and embedded like any other text. The default run checks MEDIX_DIFF_N pairs (default
+5,000); ``MEDIX_DIFF_N=100000`` is the full check.
 
-The default run checks MEDIX_DIFF_N pairs (default 5,000); ``MEDIX_DIFF_N=100000`` is the full check.
+Realistic input, real models (``slow``): the oracle runs their verdict rule (their prompt and request over
+HTTP to ``medix judge serve`` with the tiny GGUF judge, "YES" in the reply) and their embedding rule on the
+test embedder; reference mode runs with the same judge in-process and behind the server.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import zlib
 
 import numpy as np
 import pytest
-from medix_r1.judge import Verdict
+from medix_r1.judge import JudgeConfig, Verdict, make_judge
 from medix_r1.rewards import CompositeReward, RewardConfig
 from medix_r1.rewards.structure import has_lone_surrogate
 from oracle import TAGS, reference_compute_score
@@ -50,13 +55,13 @@ class FakeHashJudge:
     def judge(self, pairs):
         out = []
         for a, g in pairs:
-            assert not _unreadable(a) and not _unreadable(g) and g, "the reward must not send this"
+            assert not _unreadable(a) and not _unreadable(g), "the reward must not send this"
             out.append(Verdict(_h(a, g) % 2 == 0, None))
         return out
 
 
 def fake_ask(given: str, truth: str) -> str:
-    if _unreadable(given) or _unreadable(truth) or not truth:
+    if _unreadable(given) or _unreadable(truth):
         raise ValueError("the model call fails on this text")
     return ["NO", " yes."][_h(given, truth) % 2 == 0]
 
@@ -69,7 +74,7 @@ class FakeHashEmbedder:
     def embed(self, texts):
         out = np.zeros((len(texts), 2), dtype=np.float32)
         for i, t in enumerate(texts):
-            if _unreadable(t) or not t:
+            if _unreadable(t):
                 raise ValueError("the tokenizer fails on this text")
             angle = np.deg2rad(30 * (_h(t) % 12))
             out[i] = (np.cos(angle), np.sin(angle))
@@ -401,3 +406,119 @@ def test_python_collapse_equals_the_authors_regex_and_is_linear():
     # A quadratic scan (the regex itself backtracks over long space runs) would not finish this.
     big = "é" + " " * 2_000_000 + "x" + " " * 2_000_000 + "<thinking>r</thinking><answer>ab</answer>"
     assert modality_rewards([big], ["<é x> ab"], "reference").tolist() == [0.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real models: the authors' verdict rule on the tiny GGUF judge and the test embedder
+# ---------------------------------------------------------------------------------------------------------
+
+# (modality tag or None for a ground truth without one, ground-truth answer ("" = the tag alone), answers)
+REAL_CASES = [
+    (
+        "X_RAY",
+        "Right lower lobe pneumonia",
+        ["Right lower lobe pneumonia", "lobar pneumonia", "RLL pneumonia"],
+    ),
+    ("X_RAY", "Right lower lobe pneumonia", ["Pleural effusion", "pneumonia."]),
+    ("MRI_SCAN", "Meningioma", ["Glioblastoma", "meningioma", "Extra-axial meningioma", "Pituitary adenoma"]),
+    ("MRI_SCAN", "Glioblastoma", ["Meningioma", "GBM", "High-grade glioma"]),
+    ("OCT_SCAN", "Macular edema", ["Macular oedema", "Macular hole", "Cystoid macular edema"]),
+    ("CT_SCAN", "Acute appendicitis.", ["Appendicitis", "Diverticulitis", "acute appendicitis ."]),
+    ("MICROSCOPY", "Squamous cell carcinoma", ["SCC", "Adenocarcinoma", "Squamous cell carcinoma"]),
+    ("FUNDUS_PHOTOGRAPHY", "Diabetic retinopathy", ["Proliferative diabetic retinopathy", "Glaucoma"]),
+    ("ULTRASOUND", "Gallstones", ["Cholelithiasis", "Acute cholecystitis"]),
+    ("ENDOSCOPY", "Barrett esophagus", ["Barrett's oesophagus", "Esophageal varices"]),
+    ("OTHER", "Yes", ["No", "yes"]),
+    ("PET_SCAN", "Lymphoma", ["Hodgkin lymphoma", "Metastatic disease"]),
+    ("MAMMOGRAPHY", "Invasive ductal carcinoma", ["IDC", "Fibroadenoma"]),
+    ("MRI_SCAN", "T2/FLAIR hyperintense lesion", ["T2 / FLAIR hyperintensity"]),  # spaces around "/" collapse
+    ("X_RAY", "", ["Pneumonia", "Normal chest radiograph"]),  # a ground truth that is only a tag
+    ("CT_SCAN", "", ["Subdural hematoma"]),
+    (None, "Myocardial infarction", ["Myocardial infarction", "Heart attack"]),  # no ">": their code raises
+]
+REAL_FORMS = [
+    "<{tag}><thinking>{r}</thinking>\n<answer>{a}</answer>",
+    "<{tag}>\n<think>{r}</think>\n<answer>{a}</answer>",
+    "< {tag} >\n< thinking > {r} < / thinking > < answer > {a} < /answer >",
+    "<{tag}><thinking>{r}</thinking><answer>{a}</answer>",
+    "<OTHER><thinking>{r}</thinking>\n<answer>{a}</answer>",
+    "{a}",
+]
+
+
+def real_pairs() -> list[tuple[str, str]]:
+    out, k = [], 0
+    for tag, answer, candidates in REAL_CASES:
+        gt = answer if tag is None else (f"<{tag}> {answer}" if answer else f"<{tag}>")
+        for a in candidates:
+            out.append(
+                (REAL_FORMS[k % len(REAL_FORMS)].format(tag=tag or "X_RAY", r="Findings reviewed.", a=a), gt)
+            )
+            k += 1
+    r = "<X_RAY><thinking>Reviewed.</thinking><answer>{}</answer>"
+    out += [
+        (r.format(a), "<X_RAY> Pneumonia")
+        for a in ("A", "Answer: pneumonia", "pneumonia?", "Pneumo\ud800nia")
+    ]
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_oracle(gguf_path, minilm_onnx_dir):
+    """The judge served by `medix judge serve`, the test embedder, and the oracle's scores of real_pairs()
+    (their HTTP request for the judge), with every (predicted, ground truth, reply) the judge gave."""
+    from medix_r1.embed.backends import FastEmbedEmbedder
+    from medix_r1.judge.server import serve
+    from oracle import reference_ask_server
+
+    srv = serve(gguf_path, port=0, block=False, n_ctx=2048, name="tiny-judge")
+    embedder = FastEmbedEmbedder(minilm_onnx_dir)
+    ask = reference_ask_server(srv.url + "/chat/completions", "tiny-judge")
+    replies: list[tuple[str, str, str]] = []
+
+    def logged(predict: str, truth: str) -> str:
+        reply = ask(predict, truth)
+        replies.append((predict, truth, reply))
+        return reply
+
+    pairs = real_pairs()
+    scores = [reference_compute_score(r, g, logged, embedder.embed) for r, g in pairs]
+    try:
+        yield srv, embedder, pairs, scores, replies
+    finally:
+        srv.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["in-process", "server"])
+def test_real_models_reference_mode_equals_their_rule(real_oracle, gguf_path, where):
+    srv, embedder, pairs, oracle, replies = real_oracle
+    judge = (
+        {"model": str(gguf_path), "n_ctx": 2048}
+        if where == "in-process"
+        else {"url": srv.url, "name": "tiny-judge"}
+    )
+    reward = CompositeReward(RewardConfig(mode="reference", judge=judge), embedder=embedder)
+    try:
+        ours = reward.score([r for r, _ in pairs], [g for _, g in pairs])
+    finally:
+        reward.close()
+    # The same judge with P(YES) (a server is asked for log-probs too): the verdicts the oracle saw.
+    soft = make_judge(JudgeConfig(**judge), rule="reference", logprobs=True)
+    try:
+        verdicts = soft.judge([(p, g) for p, g, _ in replies])
+    finally:
+        soft.close()
+    assert [v.match for v in verdicts] == ["YES" in reply.upper() for _, _, reply in replies]
+    bad = _mismatches(pairs, ours, oracle)
+    assert not bad, f"{len(bad)} of {len(pairs)} differ; first: {_report(bad)}"
+    # The set reaches what matters: replies without YES that P(YES) would have read as YES (their rule gives
+    # 0 there), ground truths that are only a tag (sent to the judge empty), and inputs their code fails on.
+    no_yes = [i for i, (_, _, reply) in enumerate(replies) if "YES" not in reply.upper()]
+    assert any(verdicts[i].p_yes is not None and verdicts[i].p_yes > 0.5 for i in no_yes), replies
+    assert all(verdicts[i].match is False for i in no_yes)
+    assert any(truth == "" for _, truth, _ in replies)
+    tag_only = [s for (_, g), s in zip(pairs, ours) if g in ("<X_RAY>", "<CT_SCAN>")]
+    assert tag_only and all(s["errors"] == [] for s in tag_only)
+    assert sum(failed for _, failed in oracle) >= 3
+    assert len(pairs) >= 40

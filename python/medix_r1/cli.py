@@ -16,7 +16,9 @@ from medix_r1.errors import MedixError, MedixInputError, UserError
 __all__ = ["UserError", "build_parser", "main"]  # UserError: kept importable from here
 
 # (module in medix_r1.commands, the subcommand it registers): kept in the order --help lists them.
-COMMANDS = ("demo", "train", "data", "reward", "judge", "embed", "eval", "bundle", "doctor")
+COMMANDS = (
+    "demo", "train", "data", "reward", "judge", "embed", "eval", "export", "serve", "bundle", "doctor",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

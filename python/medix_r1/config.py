@@ -29,11 +29,14 @@ __all__ = [
     "build",
     "check_fields",
     "collect_overrides",
+    "combine",
     "convert",
+    "load_yaml",
     "option",
     "option_keys",
     "parse_value",
     "render",
+    "short",
     "to_dict",
 ]
 
@@ -50,21 +53,140 @@ def option(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    allow_inf: bool = False,
 ) -> Any:
     """A dataclass field with its help text (one line, shown by ``--print-config``) and optional bounds
-    (checked by :func:`check_fields` and :func:`build`)."""
-    meta = {"help": help}
+    (checked by :func:`check_fields` and :func:`build`). A float field takes finite numbers only unless
+    ``allow_inf`` (then ``.inf`` / ``inf`` mean "no limit"); NaN is never a value."""
+    meta: dict[str, Any] = {"help": help}
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     if bounds:
-        meta["bounds"] = bounds  # type: ignore[assignment]
+        meta["bounds"] = bounds
+    if allow_inf:
+        meta["allow_inf"] = True
     if factory is not MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
+SHORT = 80  # characters of a value quoted in an error message
+
+
+def short(value: Any, limit: int = SHORT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an error message quotes a value, never a whole file);
+    a huge container is summarised without being rendered in full."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        value = value[: 4 * limit]
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<nested {type(value).__name__}>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def bad_value(key: str, value: Any, allowed: str) -> ConfigError:
-    """The one ConfigError shape: ``key: got VALUE; allowed: ALLOWED``."""
-    return ConfigError(f"{key}: got {value!r}; allowed: {allowed}", key=key, value=value, allowed=allowed)
+    """The one ConfigError shape: ``key: got VALUE; allowed: ALLOWED`` (the value cut short)."""
+    return ConfigError(
+        f"{key}: got {short(value)}; allowed: {allowed}", key=key, value=value, allowed=allowed
+    )
+
+
+# -- YAML, bounded -----------------------------------------------------------------------------------------
+
+MAX_YAML_BYTES = 4 << 20  # a config or task file larger than this is refused unread
+MAX_YAML_ALIASES = 1000  # aliases (*name) in one document
+MAX_YAML_NODES = 200_000  # nodes of the document with every alias expanded
+MAX_YAML_CHARS = 16 << 20  # scalar characters of the document with every alias expanded
+
+
+def _expanded_size(root: Any, where: str) -> None:
+    """Refuse a composed YAML node graph whose alias-expanded size passes the bounds, before any Python
+    object is built (a "billion laughs" file is a few hundred bytes and expands to gigabytes)."""
+    import yaml
+
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, chars) when expanded
+    on_path: set[int] = set()
+    aliases = 0
+
+    def walk(node: Any) -> tuple[int, int]:
+        nonlocal aliases
+        key = id(node)
+        if key in sizes:
+            aliases += 1  # a node reached again: an alias (or a merge of one)
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(
+                    f"{where}: more than {MAX_YAML_ALIASES} YAML aliases; write the values out",
+                    value=where,
+                    allowed=f"<= {MAX_YAML_ALIASES} aliases",
+                )
+            return sizes[key]
+        if key in on_path:
+            raise ConfigError(f"{where}: a YAML alias refers to itself (recursive structure)", value=where)
+        if isinstance(node, yaml.ScalarNode):
+            out = (1, len(node.value))
+        else:
+            on_path.add(key)
+            n, c = 1, 0
+            children = (
+                [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
+            )
+            for child in children:
+                cn, cc = walk(child)
+                n, c = n + cn, c + cc
+                if n > MAX_YAML_NODES or c > MAX_YAML_CHARS:
+                    raise ConfigError(
+                        f"{where}: the YAML expands to more than {MAX_YAML_NODES} values or "
+                        f"{MAX_YAML_CHARS >> 20} MiB of text (aliases nested too deep?)",
+                        value=where,
+                        allowed=f"<= {MAX_YAML_NODES} values after alias expansion",
+                    )
+            on_path.discard(key)
+            out = (n, c)
+        sizes[key] = out
+        return out
+
+    walk(root)
+
+
+def load_yaml(source: str | Path, *, text: str | None = None) -> Any:
+    """One YAML document read safely and within bounds: file size, alias count and alias-expanded size are
+    checked on the composed node graph before any object is built; plain tags only (no ``!!python/...``).
+    A bad file raises ConfigError naming it, with no more than a short quote of its content."""
+    import yaml
+
+    where = str(source)
+    if text is None:
+        p = Path(source)
+        if not p.is_file():
+            raise ConfigError(f"file not found: {p}", value=where)
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"{p}: {size} bytes; a YAML file may have at most {MAX_YAML_BYTES >> 20} MiB", value=where
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})", value=where) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        why = " ".join(str(e).split())  # one line
+        why = why if len(why) <= 300 else why[:297] + "..."
+        raise ConfigError(f"{where}: not valid YAML: {why}", value=where) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply", value=where) from None
+    finally:
+        loader.dispose()
 
 
 # -- annotations -------------------------------------------------------------------------------------------
@@ -129,7 +251,7 @@ def describe(tp: Any) -> str:
     if tp is int:
         return "an integer"
     if tp is float:
-        return "a number"
+        return "a finite number"
     if tp is str:
         return "a string"
     if tp is Path:
@@ -155,7 +277,7 @@ def _convert(value: Any, tp: Any) -> Any:
         # An exact type match first, so "3" stays a str in ``str | int`` and 3 an int in ``int | str``.
         for a in args:
             if a is not type(None) and isinstance(a, type) and type(value) is a:
-                return value
+                return _convert(value, a)  # still checked (a float must be finite)
         for a in args:
             if a is type(None):
                 continue
@@ -212,8 +334,8 @@ def _convert(value: Any, tp: Any) -> Any:
                 raise _Mismatch from None
         else:
             raise _Mismatch
-        if math.isnan(v):
-            raise _Mismatch
+        if not math.isfinite(v):
+            raise _Mismatch  # inf only where a field allows it (_convert_field)
         return v
     if tp is str or tp is Path:
         # YAML reads an unquoted 2024 or 1.5 as a number; as a name or path it is still that text.
@@ -242,6 +364,25 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         raise bad_value(key, value, describe(tp)) from None
 
 
+def _infinite(value: Any) -> float | None:
+    if isinstance(value, float) and math.isinf(value):
+        return value
+    if isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("inf", "infinity"):
+        return float(value.strip().replace(".", ""))
+    return None
+
+
+def _convert_field(f: dataclasses.Field, value: Any, tp: Any, key: str) -> Any:
+    """:func:`convert` for field ``f``, then its bounds."""
+    meta: Mapping[str, Any] = f.metadata or {}
+    inf = _infinite(value) if meta.get("allow_inf") else None
+    new = inf if inf is not None else convert(value, tp, key)
+    bounds = meta.get("bounds")
+    if bounds and new is not None:
+        _check_bounds(new, bounds, key)
+    return new
+
+
 def _check_bounds(value: Any, bounds: Mapping[str, float], key: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
@@ -260,18 +401,22 @@ def check_fields(obj: Any, section: str) -> None:
     """Convert every field of dataclass instance ``obj`` to its annotation and check its bounds, in place;
     ``section`` prefixes the keys in errors (``lora`` -> ``lora.enabled``). Call it from ``__post_init__``."""
     hints = _hints(type(obj))
+    errors: list[ConfigError] = []
     for f in fields(obj):
         key = f"{section}.{f.name}" if section else f.name
         tp = hints.get(f.name, Any)
         value = getattr(obj, f.name)
         if _dataclass_in(tp) is not None and isinstance(value, Mapping):
             continue  # a nested section given as a mapping; its class builds and checks it
-        new = convert(value, tp, key)
-        bounds = f.metadata.get("bounds") if f.metadata else None
-        if bounds and new is not None:
-            _check_bounds(new, bounds, key)
+        try:
+            new = _convert_field(f, value, tp, key)
+        except ConfigError as e:
+            errors.append(e)
+            continue
         if new is not value:
             object.__setattr__(obj, f.name, new)
+    if errors:
+        raise combine(errors)
 
 
 # -- building ----------------------------------------------------------------------------------------------
@@ -289,6 +434,97 @@ def _rekey(e: ConfigError, prefix: str) -> ConfigError:
     return ConfigError(f"{prefix}: {e}", key=full, value=e.value, allowed=e.allowed)
 
 
+def combine(errors: list[ConfigError]) -> ConfigError:
+    """One ConfigError reporting every error of ``errors`` (one line each, like pydantic's report); its
+    ``errors`` attribute keeps them, its key/value/allowed are the first one's."""
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    lines = "\n".join(f"  {e}" for e in errors)
+    out = ConfigError(
+        f"{len(errors)} errors in the configuration:\n{lines}",
+        key=first.key,
+        value=first.value,
+        allowed=first.allowed,
+    )
+    out.errors = list(errors)  # type: ignore[attr-defined]
+    return out
+
+
+def _flatten(e: ConfigError) -> list[ConfigError]:
+    return list(getattr(e, "errors", None) or [e])
+
+
+def closest(name: str, known: list[str]) -> str:
+    """``"did you mean X? "`` for the known name closest to ``name`` (difflib), or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _unknown_key(key: str, name: str, known: list[str], value: Any, what: str = "key") -> ConfigError:
+    label = key if len(key) <= 80 else key[:77] + "..."
+    return ConfigError(
+        f"{label}: unknown {what}; {closest(name, known)}known: {', '.join(known)}",
+        key=key,
+        value=value,
+        allowed=", ".join(known),
+    )
+
+
+def _build(
+    cls: type,
+    data: Any,
+    prefix: str,
+    prepare: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None,
+    errors: list[ConfigError],
+) -> Any:
+    """:func:`build`'s work, every error appended to ``errors``; the instance, or None after an error."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        errors.append(bad_value(prefix or cls.__name__, data, "a mapping of options"))
+        return None
+    d = dict(data)
+    if prepare and prefix in prepare:
+        try:
+            d = prepare[prefix](d)
+        except ConfigError as e:
+            errors.extend(_flatten(e))
+            return None
+    n_before = len(errors)
+    hints = _hints(cls)
+    flds = {f.name: f for f in fields(cls) if f.init}
+    kw: dict[str, Any] = {}
+    sections = all(_dataclass_in(hints.get(n)) is not None for n in flds)  # e.g. the run file's top level
+    for name, value in d.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in flds:
+            what = "section" if sections else "key"
+            errors.append(_unknown_key(key, str(name), list(flds), value, what))
+            continue
+        tp = hints.get(name, Any)
+        sub = _dataclass_in(tp)
+        if sub is not None and isinstance(value, Mapping):
+            kw[name] = _build(sub, value, key, prepare, errors)
+            continue
+        try:
+            kw[name] = _convert_field(flds[name], value, tp, key)
+        except ConfigError as e:
+            errors.append(e)
+    if len(errors) > n_before:
+        return None  # the section's own checks run once its fields are right
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        errors.extend(_rekey(x, prefix) for x in _flatten(e))
+    except (TypeError, ValueError) as e:
+        # A check of a dataclass written elsewhere (its __post_init__): name the section at least.
+        errors.append(ConfigError(f"{prefix or cls.__name__}: {e}", key=prefix or None))
+    return None
+
+
 def build(
     cls: type,
     data: Mapping[str, Any] | None,
@@ -296,49 +532,16 @@ def build(
     *,
     prepare: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
 ) -> Any:
-    """An instance of dataclass ``cls`` from a (YAML) mapping: unknown keys refused, every value converted
-    and checked by its field's annotation and bounds, nested dataclasses built recursively; ``prefix`` is
-    the dotted path of this section in error messages. ``prepare`` maps a section path to a function that
-    rewrites its mapping first (e.g. a shorthand key)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise bad_value(prefix or cls.__name__, data, "a mapping of options")
-    d = dict(data)
-    if prepare and prefix in prepare:
-        d = prepare[prefix](d)
-    hints = _hints(cls)
-    flds = {f.name: f for f in fields(cls) if f.init}
-    unknown = sorted(set(d) - set(flds))
-    if unknown:
-        keys = [f"{prefix}.{k}" if prefix else k for k in unknown]
-        raise ConfigError(
-            f"{', '.join(keys)}: unknown key(s); known: {', '.join(sorted(flds))}",
-            key=keys[0],
-            value=d[unknown[0]],
-            allowed=", ".join(sorted(flds)),
-        )
-    kw: dict[str, Any] = {}
-    for name, value in d.items():
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints.get(name, Any)
-        sub = _dataclass_in(tp)
-        if sub is not None and isinstance(value, Mapping):
-            kw[name] = build(sub, value, key, prepare=prepare)
-            continue
-        value = convert(value, tp, key)
-        f = flds[name]
-        bounds = f.metadata.get("bounds") if f.metadata else None
-        if bounds and value is not None:
-            _check_bounds(value, bounds, key)
-        kw[name] = value
-    try:
-        return cls(**kw)
-    except ConfigError as e:
-        raise _rekey(e, prefix) from None
-    except (TypeError, ValueError) as e:
-        # A check of a dataclass written elsewhere (its __post_init__): name the section at least.
-        raise ConfigError(f"{prefix or cls.__name__}: {e}", key=prefix or None) from None
+    """An instance of dataclass ``cls`` from a (YAML) mapping: unknown keys refused (naming the closest
+    known one), every value converted and checked by its field's annotation and bounds, nested dataclasses
+    built recursively; ``prefix`` is the dotted path of this section in error messages. Every error is
+    collected and reported at once in one ConfigError (:func:`combine`). ``prepare`` maps a section path
+    to a function that rewrites its mapping first (e.g. a shorthand key)."""
+    errors: list[ConfigError] = []
+    obj = _build(cls, data, prefix, prepare, errors)
+    if errors:
+        raise combine(errors)
+    return obj
 
 
 def to_dict(obj: Any) -> Any:
@@ -426,8 +629,11 @@ def option_keys(sections: Mapping[str, type]) -> list[str]:
 
 
 def add_override_options(parser: Any, keys: list[str]) -> None:
-    """Register ``--section.key`` for every key (hidden from --help; --print-config documents them)."""
+    """Register ``--section.key`` for every key (hidden from --help; --print-config documents them). Prefix
+    matching is turned off on ``parser``: ``--train.max_step=7`` is an error, not ``--train.max_steps``."""
     import argparse
+
+    parser.allow_abbrev = False
 
     for key in keys:
         parser.add_argument(

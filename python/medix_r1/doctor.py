@@ -1,7 +1,10 @@
 """`medix doctor`: what this machine can do for medix-r1 and what is wrong, each problem with its fix.
 
-Every check is cheap: files are read, not models run (the ONNX embedder is opened in a session, a GGUF's
-header is parsed), and torch is imported only when it is installed, for the GPU facts only it knows.
+Most checks are cheap: files are read (the ONNX embedder is opened in a session, a GGUF's header is parsed),
+and torch is imported only when it is installed, for the GPU facts only it knows. Each configured GGUF (the
+bundle's judge and policy, ``--judge-model``, ``--policy``) gets the llama.cpp self-test: opened in a child
+process the way medix opens it, with one batched decode (medix_r1.llm.cpu.canary); a crash is reported with
+its signal, cause and fix.
 """
 
 from __future__ import annotations
@@ -100,34 +103,20 @@ def _python() -> Check:
 
 
 def _cpu_flags() -> tuple[set[str], str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set(), platform.processor() or platform.machine()
-    flags: set[str] = set()
-    model = ""
-    for line in text.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip()
-        if key in ("flags", "Features") and not flags:
-            flags = set(val.split())
-        if key in ("model name", "CPU part") and not model:
-            model = val.strip()
-    return flags, model
+    from medix_r1.llm.cpu import read_cpu  # /proc/cpuinfo, or the file MEDIX_CPUINFO names
+
+    info = read_cpu()
+    return set(info.flags), info.model
 
 
 def _cpu() -> Check:
-    flags, model = _cpu_flags()
-    machine = platform.machine().lower()
-    feats = []
-    if "avx2" in flags:
-        feats.append("AVX2")
-    if "avx512f" in flags:
-        feats.append("AVX-512")
-    if "asimd" in flags or "neon" in flags or machine in ("arm64", "aarch64"):
-        feats.append("NEON")
+    from medix_r1.llm.cpu import read_cpu
+
+    info = read_cpu()
+    flags, model, machine = info.flags, info.model, info.machine
+    feats = info.features()
     detail = f"{model or machine}, {os.cpu_count()} threads; {', '.join(feats) or 'no AVX2/AVX-512/NEON'}"
-    if machine in ("x86_64", "amd64") and flags and "avx2" not in flags:
+    if info.x86 and flags and "avx2" not in flags:
         return Check(
             "cpu",
             False,
@@ -139,6 +128,9 @@ def _cpu() -> Check:
 
 def _llama_build(needed: bool) -> Check:
     try:
+        from medix_r1.llm.cpu import prepare_runtime
+
+        prepare_runtime()  # the OpenMP wait policy is read when llama_cpp loads
         import llama_cpp
     except ImportError:
         return Check(
@@ -182,6 +174,53 @@ def _llama_build(needed: bool) -> Check:
             required=True,
         )
     return Check("llama.cpp", True, detail)
+
+
+def llama_cpu_path() -> dict[str, Any] | None:
+    """How medix runs llama.cpp on this CPU (extra buffers, threads, wait policy, and why), or None when
+    llama_cpp does not import."""
+    from medix_r1.llm.cpu import cpu_plan, prepare_runtime
+
+    try:
+        threads = prepare_runtime()
+        plan = cpu_plan()
+    except Exception:  # llama_cpp missing or broken: the llama.cpp check says so
+        return None
+    return {
+        **plan.as_dict(),
+        "path": plan.path,
+        "threads": threads.n_threads,
+        "omp_wait_policy": threads.wait_policy,
+        "threads_reason": threads.reason,
+    }
+
+
+def _cpu_path_check(info: dict[str, Any]) -> Check:
+    eb = "on" if info["extra_buffers"] else "off"
+    return Check(
+        "llama.cpp cpu path",
+        True,
+        f"extra CPU buffers {eb} (--llama-extra-buffers {info['requested']}: {info['reason']}); "
+        f"{info['threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']} ({info['threads_reason']})",
+    )
+
+
+def self_test(role: str, path: Path) -> tuple[Check, dict[str, Any]]:
+    """The llama.cpp self-test of one GGUF in a child process (run afresh; an ok refreshes the cache)."""
+    from medix_r1.llm.cpu import canary, cpu_plan
+
+    try:
+        plan = cpu_plan()
+        res = canary(path, extra_buffers=plan.extra_buffers, use_cache=False)
+    except MedixError as e:
+        return Check(f"self-test {role}", False, str(e), "see the message", required=True), {
+            "role": role,
+            "model": str(path),
+            "ok": False,
+            "cause": str(e),
+        }
+    check = Check(f"self-test {role}", res.ok, f"{path.name}: {res.line()}", res.fix, required=True)
+    return check, {"role": role, **res.as_dict()}
 
 
 def _ram() -> Check:
@@ -356,7 +395,9 @@ def _bundle_checks(bundle: str) -> tuple[list[Check], dict[str, Path], set[str]]
                 required=False,
             )
         )
-    models = {role: root / m["path"] for role, m in (data.get("models") or {}).items()}
+    from medix_r1.bundle import bundle_models
+
+    models = bundle_models(root, must_exist=False)
     return checks, models, set(data.get("extras") or [])
 
 
@@ -416,14 +457,31 @@ def estimate_train_memory(config_path: str) -> Check:
     return Check("train memory", True, detail)
 
 
-def run_checks(bundle: str | None = None, config: str | None = None, *, gpu: bool = True) -> list[Check]:
+def run_checks(
+    bundle: str | None = None,
+    config: str | None = None,
+    *,
+    gpu: bool = True,
+    ggufs: dict[str, str | Path] | None = None,
+    report: dict[str, Any] | None = None,
+) -> list[Check]:
+    """Every check. ``ggufs`` (role -> .gguf, e.g. ``--judge-model``) get the llama.cpp self-test, as do the
+    bundle's judge and policy GGUFs; ``report``, when given, receives ``llama_cpu`` (the CPU path chosen)
+    and ``self_tests`` (each result) for ``--json``."""
     checks = [_python(), _cpu()]
     models: dict[str, Path] = {}
     extras: set[str] = set()
     bundle_checks: list[Check] = []
     if bundle:
         bundle_checks, models, extras = _bundle_checks(bundle)
-    checks.append(_llama_build("judge" in extras))
+    build = _llama_build("judge" in extras or bool(ggufs))
+    checks.append(build)
+    path = llama_cpu_path() if build.ok and "not installed" not in build.detail else None
+    if path is not None:
+        checks.append(_cpu_path_check(path))
+    if report is not None:
+        report["llama_cpu"] = path
+        report["self_tests"] = []
     checks.append(_ram())
     if gpu:
         checks.append(_gpu())
@@ -431,6 +489,18 @@ def run_checks(bundle: str | None = None, config: str | None = None, *, gpu: boo
     checks += bundle_checks
     for role, p in models.items():
         checks.append(_model_check(role, p))
+    tests = {r: p for r, p in models.items() if p.suffix == ".gguf" and p.is_file()}
+    tests.update({r: Path(p).expanduser() for r, p in (ggufs or {}).items() if p})
+    for role, p in tests.items():
+        if path is None:
+            break  # no llama.cpp to test with: its check says why
+        if not p.is_file():
+            checks.append(Check(f"self-test {role}", False, f"{p}: no such file", "give the right file", True))
+            continue
+        check, result = self_test(role, p)
+        checks.append(check)
+        if report is not None:
+            report["self_tests"].append(result)
     checks.append(_offline())
     if config:
         checks.append(estimate_train_memory(config))
@@ -456,6 +526,6 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def to_json(checks: list[Check]) -> str:
+def to_json(checks: list[Check], report: dict[str, Any] | None = None) -> str:
     ok = not any(not c.ok and c.required for c in checks)
-    return json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=2)
+    return json.dumps({"ok": ok, "checks": [asdict(c) for c in checks], **(report or {})}, indent=2)

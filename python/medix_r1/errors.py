@@ -23,6 +23,7 @@ __all__ = [
     "MedixInputError",
     "MissingModelError",
     "ResumeMismatchError",
+    "RewardComponentError",
     "UserError",
     "check_model_path",
 ]
@@ -79,6 +80,11 @@ class JudgeOutageError(BackendError):
 
 class JudgeFailedError(MedixError, RuntimeError):
     """Too large a share of a batch could not be judged; the message names the judge and the cause."""
+
+
+class RewardComponentError(MedixError, RuntimeError):
+    """A custom reward component (``file.py:function``) could not be loaded, raised, or returned something
+    other than one float or None per item; the message names ``file.py:function``."""
 
 
 class ResumeMismatchError(MedixError, ValueError):

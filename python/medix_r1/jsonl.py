@@ -11,13 +11,14 @@ refusing the file.)
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import IO, Any
 
 from medix_r1.errors import DataError
 
-__all__ = ["append_row", "open_append", "read", "read_rows"]
+__all__ = ["append_row", "dumps", "finite_row", "open_append", "read", "read_rows"]
 
 
 def _bad(path: Path, bad: list[tuple[int, str]], fix: str) -> DataError:
@@ -115,8 +116,41 @@ def open_append(path: str | Path) -> IO[str]:
     return p.open("a", encoding="utf-8")
 
 
+def _finite(value: Any, where: str, why: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        why.append(f"{where} was {value!r}, not a finite number: written as null")
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), why) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", why) for i, v in enumerate(value)]
+    return value
+
+
+def finite_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every non-finite number (inf, -inf, NaN: not JSON) replaced by null and the reason
+    appended to its ``errors`` list, as for an unscorable item; the row itself when all are finite."""
+    why: list[str] = []
+    out = _finite(row, "", why)
+    if not why:
+        return row
+    errors = out.get("errors")
+    out["errors"] = ([*errors] if isinstance(errors, list) else [] if errors is None else [errors]) + why
+    return out  # type: ignore[no-any-return]
+
+
+def dumps(row: dict[str, Any], *, ensure_ascii: bool = False) -> str:
+    """One JSONL line (without its newline), always valid JSON: no Infinity or NaN (see
+    :func:`finite_row`)."""
+    try:
+        return json.dumps(row, ensure_ascii=ensure_ascii, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite_row(row), ensure_ascii=ensure_ascii, allow_nan=False)
+
+
 def append_row(f: IO[str], row: dict[str, Any]) -> None:
-    """Write one row and make it durable before returning (a kill loses at most the row being written)."""
-    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """Write one row and make it durable before returning (a kill loses at most the row being written).
+    A non-finite number is written as null with the reason in ``errors``."""
+    f.write(dumps(row) + "\n")
     f.flush()
     os.fsync(f.fileno())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.bundle.manifest import MANIFEST, BundleError, read_manifest, verify_bundle
+from medix_r1.bundle.standalone import path_problem
 
 __all__ = [
     "ENV",
@@ -40,14 +41,22 @@ def add_bundle_option(parser: argparse.ArgumentParser | Any) -> None:
     )
 
 
-def bundle_models(bundle: str | Path) -> dict[str, Path]:
-    """role (judge, embed, policy) -> absolute path of that model in ``bundle``; each must exist."""
+def bundle_models(bundle: str | Path, *, must_exist: bool = True) -> dict[str, Path]:
+    """role (judge, embed, policy) -> absolute path of that model in ``bundle``; each must exist (unless
+    ``must_exist`` is false: `medix doctor` reports missing files itself)."""
     root = Path(bundle).expanduser().resolve()
     data = read_manifest(root)
     out: dict[str, Path] = {}
     for role, m in (data.get("models") or {}).items():
-        p = root / m["path"]
-        if not p.exists():
+        rel = m.get("path") if isinstance(m, dict) else None
+        if not isinstance(rel, str) or not rel:
+            raise BundleError(f"{root / MANIFEST}: the {role} model has no path; copy the bundle again")
+        if why := path_problem(root, rel):
+            raise BundleError(
+                f"{root / MANIFEST}: the {role} model's path {rel!r}: {why}; copy the bundle again"
+            )
+        p = root / rel
+        if must_exist and not p.exists():
             raise BundleError(
                 f"{p}: the bundle's {role} model is missing; copy it again from the source bundle and check "
                 f"with `medix bundle verify {root}`"

@@ -9,6 +9,7 @@ mark of a finished bundle) is written last; a rerun with the same options skips 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -33,7 +34,7 @@ from medix_r1.bundle.wheels import (
     wheel_info,
 )
 
-__all__ = ["KNOWN_EXTRAS", "create_bundle"]
+__all__ = ["KNOWN_EXTRAS", "create_bundle", "render_install_sh"]
 
 KNOWN_EXTRAS = ("judge", "embed", "export", "train", "eval", "gpu")
 
@@ -70,7 +71,16 @@ def _add_model(out: Path, role: str, src_arg: str, done: dict[str, dict[str, Any
         if other["source"] == str(src):
             return {**other}
     entry: dict[str, Any] = {"kind": info["kind"], "source": str(src), "license": info["license"]}
-    if info["kind"] == "gguf":
+    if src.is_dir() and (src / "export.json").is_file() and info["kind"] == "gguf":
+        # A `medix export` folder: carried whole (GGUF, mmproj, export.json); the role points at the model.
+        from medix_r1.export.policy import policy_files
+
+        dst_dir = out / "models" / role / src.name
+        copied = _copy_tree(src, dst_dir)
+        _log(f"{role}: {'copying' if copied else 'already there:'} {src.name}/ (medix export)")
+        dst = Path(policy_files(dst_dir)[0])
+        entry["export"] = info.get("export")
+    elif info["kind"] == "gguf":
         dst = out / "models" / role / src.name
         _log(f"{role}: {'copying' if _copy_file(src, dst) else 'already there:'} {src.name}")
     elif role == "embed" and info["kind"] == "checkpoint":
@@ -96,11 +106,45 @@ def _add_model(out: Path, role: str, src_arg: str, done: dict[str, dict[str, Any
     return entry
 
 
+def _add_llama_sdist(tools: Path, wheels: Path, given: str | None) -> Path:
+    """The llama-cpp-python sdist in ``tools``: the one given, one already there, or ``pip download``ed
+    (the version of the carried llama-cpp-python wheel, so converter and runtime match)."""
+    tools.mkdir(exist_ok=True)
+    if given:
+        src = Path(given).expanduser()
+        if not (src.is_file() and src.name.startswith("llama_cpp_python-") and src.name.endswith(".tar.gz")):
+            raise BundleError(f"--llama-sdist {src}: not a llama_cpp_python-X.tar.gz file")
+        dst = tools / src.name
+        _log(f"tools: {'copying' if _copy_file(src, dst) else 'already there:'} {src.name}")
+        return dst
+    have = sorted(tools.glob("llama_cpp_python-*.tar.gz"))
+    if have:
+        return have[-1]
+    from medix_r1.bundle.wheels import _pip
+
+    whl = sorted(wheels.glob("llama_cpp_python-*.whl"))
+    version = wheel_info(whl[-1])["version"] if whl else None
+    req = f"llama-cpp-python=={version}" if version else "llama-cpp-python"
+    _log(f"tools: pip download {req} (source distribution: llama.cpp's GGUF converters for medix export)")
+    _pip(["download", "--no-deps", "--no-binary", ":all:", "-d", str(tools), req])
+    have = sorted(tools.glob("llama_cpp_python-*.tar.gz"))
+    if not have:
+        raise BundleError(
+            "pip download produced no llama_cpp_python-*.tar.gz; give one with --llama-sdist FILE"
+        )
+    return have[-1]
+
+
 def _template(name: str, values: dict[str, str]) -> str:
     text = resources.files("medix_r1.bundle").joinpath(name).read_text(encoding="utf-8")
-    for k, v in values.items():
-        text = text.replace(f"@{k}@", v)
-    return text
+    # One pass: a value that contains "@X@" (the checker's source) is not substituted again.
+    return re.sub(r"@([A-Z_]+)@", lambda m: values.get(m[1], m[0]), text)
+
+
+def render_install_sh(values: dict[str, str]) -> str:
+    """install.sh with the bundle checker (`medix_r1.bundle.standalone`, stdlib only) pasted in."""
+    src = resources.files("medix_r1.bundle").joinpath("standalone.py").read_text(encoding="utf-8")
+    return _template("install.sh.in", {**values, "STANDALONE": src})
 
 
 def _write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -125,8 +169,11 @@ def create_bundle(
     find_links: list[str] | None = None,
     no_index: bool = False,
     from_env: bool = False,
+    llama_sdist: str | None = None,
 ) -> dict[str, Any]:
-    """Write (or finish) the bundle in ``out``; return its manifest."""
+    """Write (or finish) the bundle in ``out``; return its manifest. With the ``export`` extra (or
+    ``llama_sdist``) ``tools/`` carries the llama-cpp-python source distribution, whose llama.cpp converters
+    ``medix export --bundle`` uses offline."""
     t0 = time.perf_counter()
     extras = list(extras if extras is not None else ["judge", "embed"])
     unknown = [e for e in extras if e not in KNOWN_EXTRAS]
@@ -144,7 +191,7 @@ def create_bundle(
     given = [(role, src) for role, src in (("judge", judge), ("embed", embed), ("policy", policy)) if src]
     for role, src in given:
         describe_model(src, role)
-    ours = {"models", "wheels", "install.sh", "README.md", MANIFEST}
+    ours = {"models", "wheels", "tools", "install.sh", "README.md", MANIFEST}
     if root.is_dir():
         foreign = sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith("."))
         if foreign:
@@ -183,6 +230,8 @@ def create_bundle(
         pip_download(wheels, medix_whl, extras, target, find_links=list(find_links or []), no_index=no_index)
     if bad := check_wheelhouse(wheels):
         raise BundleError(f"pip left truncated wheels ({', '.join(bad)}); rerun to fetch them again")
+    if llama_sdist or "export" in extras:
+        _add_llama_sdist(root / "tools", wheels, llama_sdist)
 
     versions = {}
     for w in sorted(wheels.glob("*.whl")):
@@ -201,7 +250,7 @@ def create_bundle(
         )
         or "- (no models)",
     }
-    _write_text_atomic(root / "install.sh", _template("install.sh.in", values), 0o755)
+    _write_text_atomic(root / "install.sh", render_install_sh(values), 0o755)
     _write_text_atomic(root / "README.md", _template("README.md.in", values))
 
     for p in sorted(root.rglob("*"), reverse=True):  # leftovers of a kill in an earlier run

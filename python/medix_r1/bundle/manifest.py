@@ -3,15 +3,15 @@ files which crossed the air gap are the files that left."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medix_r1.bundle import standalone
+from medix_r1.bundle.standalone import sha256_file
 from medix_r1.errors import MedixError
 
 __all__ = [
@@ -28,20 +28,11 @@ __all__ = [
 
 MANIFEST = "medix-bundle.json"
 FORMAT = 1
-_CHUNK = 1 << 20
 
 
 class BundleError(MedixError):
     """A bundle folder is missing, half-written, altered, or not for this machine; the message says what to
     do."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
@@ -89,52 +80,30 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
 class VerifyResult:
     checked: int = 0
     bytes: int = 0
+    unsafe: list[str] = field(default_factory=list)  # "path: why" (outside the bundle, absolute, a symlink)
     missing: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)  # "path: why"
     extra: list[str] = field(default_factory=list)
+    allow_extra: bool = False
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.altered)
+        return not (self.unsafe or self.missing or self.altered or (self.extra and not self.allow_extra))
 
 
-def _walk(root: Path) -> Iterable[Path]:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            yield Path(dirpath) / name
-
-
-def verify_bundle(bundle: str | Path, *, progress: bool = False) -> VerifyResult:
-    """Hash every file the manifest lists and compare; also list files that are there but not listed."""
+def verify_bundle(bundle: str | Path, *, progress: bool = False, allow_extra: bool = False) -> VerifyResult:
+    """Hash every file the manifest lists and compare; a path leaving the bundle, and (unless
+    ``allow_extra``) a file that is there but not listed, also fail. The same check install.sh runs."""
     root = Path(bundle).expanduser()
     data = read_manifest(root)
-    res = VerifyResult()
-    listed = {MANIFEST}
-    total = len(data["files"])
-    progress = progress and sys.stderr.isatty()
-    for i, entry in enumerate(data["files"], 1):
-        rel = entry["path"]
-        listed.add(rel)
-        p = root / rel
-        if progress:
-            print(f"\rverify [{i}/{total}] {rel[:60]:<60}", end="", file=sys.stderr, flush=True)
-        if not p.is_file():
-            res.missing.append(rel)
-            continue
-        size = p.stat().st_size
-        if size != entry["size"]:
-            res.altered.append(f"{rel}: size {size} bytes, the manifest says {entry['size']}")
-            continue
-        digest = sha256_file(p)
-        if digest != entry["sha256"]:
-            res.altered.append(f"{rel}: sha256 {digest[:16]}..., the manifest says {entry['sha256'][:16]}...")
-            continue
-        res.checked += 1
-        res.bytes += size
-    if progress and total:
-        print(file=sys.stderr)
-    for p in _walk(root):
-        rel = p.relative_to(root).as_posix()
-        if rel not in listed and "__pycache__" not in rel:
-            res.extra.append(rel)
-    return res
+    r = standalone.verify_files(root, data, progress=progress and sys.stderr.isatty())
+    sizes = {e["path"]: e["size"] for e in data["files"] if isinstance(e, dict) and "path" in e}
+    return VerifyResult(
+        checked=len(r["ok"]),
+        bytes=sum(sizes[p] for p in r["ok"]),
+        unsafe=r["unsafe"],
+        missing=r["missing"],
+        altered=r["altered"],
+        extra=r["extra"],
+        allow_extra=allow_extra,
+    )

@@ -129,6 +129,37 @@ def model_license(path: str | Path) -> str | None:
     return None
 
 
+def _export_record(d: Path, hashes: bool) -> dict[str, Any]:
+    """``d/export.json`` with every file it lists checked (size; SHA-256 when ``hashes``)."""
+    import hashlib
+
+    try:
+        rec = json.loads((d / "export.json").read_text(encoding="utf-8"))
+        files = list(rec["files"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MissingModelError(
+            f"{d / 'export.json'}: not a medix export record ({e}); export again"
+        ) from None
+    for f in files:
+        fp = d / f["name"]
+        if not fp.is_file() or fp.stat().st_size != f["size"]:
+            raise MissingModelError(
+                f"{fp}: missing or of another size than export.json says ({f['size']} bytes); copy the "
+                "export "
+                "folder again"
+            )
+        if hashes:
+            h = hashlib.sha256()
+            with open(fp, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != f["sha256"]:
+                raise MissingModelError(
+                    f"{fp}: its SHA-256 differs from export.json's; copy the export again"
+                )
+    return rec
+
+
 def _has_weights(d: Path) -> bool:
     return any(q.suffix in _WEIGHT_SUFFIXES for q in d.iterdir() if q.is_file())
 
@@ -143,6 +174,12 @@ def describe_model(path: str | Path, role: str, *, load: bool = False) -> dict[s
     p = Path(path).expanduser()
     if not p.exists():
         raise MissingModelError(f"{role} model: no such file or directory: {p}")
+    if p.is_dir() and (p / "export.json").is_file():  # a `medix export` folder: described by its model
+        rec = _export_record(p, load)
+        model = next((f for f in rec["files"] if f["role"] == "model"), None)
+        if model is not None:
+            return describe_model(p / model["name"], role, load=load)
+        # a merged export: a checkpoint directory, described below
     if p.is_file():
         if p.suffix != ".gguf" and role != "embed":
             raise MissingModelError(f"{role} model {p}: expected a .gguf file or a checkpoint directory")
@@ -161,11 +198,23 @@ def describe_model(path: str | Path, role: str, *, load: bool = False) -> dict[s
                 f"{p}: the GGUF has no chat template (tokenizer.chat_template) in its metadata; medix-r1 "
                 "prompts models through their chat template: use an instruct/chat GGUF"
             )
-        return {
+        out: dict[str, Any] = {
             "kind": "gguf",
             "detail": detail + ", chat template present",
             "license": meta.get("general.license"),
         }
+        rec_file = p.parent / "export.json"
+        if rec_file.is_file():  # exported by `medix export`: its record is checked too
+            rec = _export_record(p.parent, load)
+            if any(f["name"] == p.name for f in rec["files"]):
+                src = rec.get("source") or {}
+                out["detail"] += (
+                    f"; medix export {rec.get('format')} {rec.get('quant')} of adapter "
+                    f"{str(src.get('adapter_sha256'))[:12]}, {len(rec['files'])} files "
+                    + ("match export.json's SHA-256s" if load else "match export.json's sizes")
+                )
+                out["export"] = {k: rec.get(k) for k in ("format", "quant", "dtype", "source", "created")}
+        return out
     if (p / "model.onnx").is_file():
         detail = f"ONNX embedder, {(p / 'model.onnx').stat().st_size / 2**20:.0f} MiB"
         if not (p / "tokenizer.json").is_file():

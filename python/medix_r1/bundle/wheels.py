@@ -31,7 +31,6 @@ __all__ = [
     "Target",
     "build_llama_wheel",
     "check_wheelhouse",
-    "default_llama_cmake_args",
     "ensure_medix_wheel",
     "expand_platforms",
     "extras_requirements",
@@ -44,11 +43,18 @@ __all__ = [
     "wheel_info",
 ]
 
-DEFAULT_LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
-
-
-def default_llama_cmake_args() -> str:
-    return DEFAULT_LLAMA_CMAKE_ARGS
+# The CMake arguments `medix bundle create` builds llama-cpp-python with, unless --llama-cmake-args says
+# otherwise. A bundle is installed on ANOTHER machine, so the build must not depend on this one's CPU
+# (GGML_NATIVE=ON, pip's default and what scripts/env.sh builds for the tests, compiles for the build CPU).
+# Spelled out, this is exactly what `-DGGML_NATIVE=OFF` alone gives on x86-64 (llama.cpp enables AVX, AVX2,
+# FMA, F16C and BMI2 when native is off): any x86-64 CPU from 2013 on (Haswell / Zen), no AVX-512, no AMX
+# (whose CPU buffer type crashes; see medix_r1.llm.cpu). OpenMP is llama.cpp's default thread pool, named
+# so that medix_r1.llm.cpu's OMP_WAIT_POLICY choice applies. For a CPU without AVX2, add
+# -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF; on arm64 the x86 options are ignored.
+DEFAULT_LLAMA_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
+    "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=ON"
+)
 
 
 def _requirement(text: str) -> Any:

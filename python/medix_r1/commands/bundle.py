@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write (or finish)")
     c.add_argument("--judge", metavar="F.gguf", help="the judge GGUF (needs a chat template)")
     c.add_argument("--embed", metavar="DIR", help="ONNX embedder dir, or a Hugging Face checkpoint to export")
-    c.add_argument("--policy", metavar="PATH", help="the policy: a GGUF or a checkpoint directory")
+    c.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="the policy: a GGUF, a checkpoint directory or a `medix export` folder",
+    )
     c.add_argument(
         "--extras",
         default="judge,embed",
@@ -39,9 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--llama-cmake-args",
         metavar="ARGS",
-        help='CMAKE_ARGS for the llama-cpp-python wheel (default "-DGGML_NATIVE=OFF"; e.g. "-DGGML_CUDA=on")',
+        help="CMAKE_ARGS for the llama-cpp-python wheel (default: portable x86-64 with AVX2, no AVX-512/AMX: "
+        '"-DGGML_NATIVE=OFF -DGGML_AVX2=ON ... -DGGML_AMX_INT8=OFF", see bundle/wheels.py; '
+        'e.g. "-DGGML_CUDA=on")',
     )
     c.add_argument("--llama-wheel", metavar="FILE", help="a llama-cpp-python wheel built elsewhere")
+    c.add_argument(
+        "--llama-sdist",
+        metavar="FILE",
+        help="the llama-cpp-python source distribution to carry in tools/ (llama.cpp's GGUF converters for "
+        "medix export; fetched with pip when the export extra is asked for and this is not given)",
+    )
     c.add_argument("--medix-wheel", metavar="FILE", help="medix-r1's wheel (default: built with maturin)")
     c.add_argument(
         "--find-links",
@@ -64,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("dir", metavar="DIR", help="the bundle folder")
     v.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    v.add_argument(
+        "--allow-extra",
+        action="store_true",
+        help="files the manifest does not list are reported but do not fail the check (install.sh never "
+        "installs them)",
+    )
     v.set_defaults(handler=_verify)
 
 
@@ -85,27 +102,28 @@ def _create(args: argparse.Namespace) -> int:
         find_links=args.find_links,
         no_index=args.no_index,
         from_env=args.from_env,
+        llama_sdist=args.llama_sdist,
     )
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from medix_r1.bundle import verify_bundle
+    from medix_r1.bundle.standalone import report
 
-    res = verify_bundle(args.dir, progress=not args.no_progress)
-    for rel in res.missing:
-        print(f"MISSING  {rel}", file=sys.stderr)
-    for line in res.altered:
-        print(f"ALTERED  {line}", file=sys.stderr)
-    for rel in res.extra:
-        print(f"extra    {rel} (not in the manifest; ignored)", file=sys.stderr)
-    if not res.ok:
-        print(
-            f"medix bundle verify: {len(res.missing)} missing, {len(res.altered)} altered of "
-            f"{res.checked + len(res.missing) + len(res.altered)} files: copy those files again from the "
-            "source",
-            file=sys.stderr,
-        )
+    res = verify_bundle(args.dir, progress=not args.no_progress, allow_extra=args.allow_extra)
+    ok = report(
+        {
+            "unsafe": res.unsafe,
+            "missing": res.missing,
+            "altered": res.altered,
+            "extra": res.extra,
+            "ok": ["."] * res.checked,
+        },
+        allow_extra=args.allow_extra,
+        prog="medix bundle verify",
+    )
+    if not ok:
         return 1
     print(f"medix bundle verify: all {res.checked} files match ({res.bytes / 2**20:.0f} MiB)")
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medix_r1.train.demo import DEMO_STEPS
+    from medix_r1.train.demo import DEMO_COMPARE, DEMO_STEPS
 
     p = sub.add_parser(
         "demo",
@@ -16,6 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="medix-demo", help="output directory (default: ./medix-demo)")
     p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"optimizer steps (default {DEMO_STEPS})")
+    p.add_argument(
+        "--compare",
+        type=int,
+        default=DEMO_COMPARE,
+        metavar="N",
+        help=f"at the end, answer N demo questions with the base and the trained policy and compare their "
+        f"rewards (table, before_after.json, before_after.png; 0: skip; default {DEMO_COMPARE})",
+    )
     p.add_argument("--policy", help="policy GGUF or checkpoint dir (default: the test model)")
     p.add_argument("--judge", help="judge GGUF (default: the test model)")
     p.add_argument("--embedder", help="ONNX embedder directory (default: the test MiniLM, exported once)")
@@ -36,6 +44,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
+    if args.compare < 0:
+        raise UserError("--compare must be >= 0")
     from medix_r1.bundle import resolve_bundle
 
     resolve_bundle(args, policy="policy", judge="judge", embed="embedder")
@@ -45,10 +55,11 @@ def _demo(args: argparse.Namespace) -> int:
     # MissingModelError / ConfigError / DataError are MedixErrors: the CLI prints them and exits 2.
     models = find_test_models(args.policy, args.judge, args.embedder)
     t0 = time.perf_counter()
-    result = run_demo(args.out, args.steps, models, collect_overrides(args))
+    result = run_demo(args.out, args.steps, models, collect_overrides(args), compare=args.compare)
     dt = time.perf_counter() - t0
+    compared = f", before/after {result['compare_chart']}" if result.get("compare_chart") else ""
     print(
         f"medix demo: {result['steps']} steps in {dt:.0f}s; adapter {result['adapter']}/adapter_config.json, "
-        f"metrics {result['metrics']}, chart {result['chart']}"
+        f"metrics {result['metrics']}, chart {result['chart']}{compared}"
     )
     return 0

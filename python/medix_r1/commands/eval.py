@@ -207,6 +207,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     _positive(args, "limit", "max_new_tokens", "n_ctx", "threads", "concurrency")
     _bundle(args)
+    from pathlib import Path
+
+    if args.model and (Path(args.model).expanduser() / "export.json").is_file():
+        from medix_r1.export.policy import policy_files  # a `medix export` folder: its GGUF (+ mmproj)
+
+        args.model, mm = policy_files(args.model)
+        args.mmproj = args.mmproj or mm
     try:
         specs = resolve_tasks(args.tasks, args.task_file)
         samples = {t.name: load_samples(t, args.data_root, limit=args.limit) for t in specs}

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score a JSONL file of {response, ground_truth} rows",
         description="Score each {response, ground_truth} row with format, modality, LLM-judge accuracy and "
         "embedding accuracy. Without --judge-* / --embed-model those components do not apply and only "
-        "format and modality are scored. Rerunning with the same --output resumes after the rows already "
+        "format and modality are scored. Custom components come from --config (`extra: [{function: "
+        "path/to/file.py:function, weight: 0.2}]`): each is a column named after its function, and a "
+        "share of overall. Rerunning with the same --output resumes after the rows already "
         "there (what produced it is recorded in OUTPUT.meta.json; a rerun with another input or "
         "configuration is refused). Bad rows are written with null scores and an error naming file:line; "
         "the exit status is 0 unless every row failed (1).",
@@ -89,18 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load_yaml(path: str) -> dict:
     from medix_r1.cli import UserError
+    from medix_r1.config import load_yaml
+    from medix_r1.errors import ConfigError
 
     try:
-        import yaml
-    except ImportError:
-        raise UserError("--config needs PyYAML (`pip install pyyaml`)") from None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        data = load_yaml(path) or {}
     except OSError as e:
         raise UserError(f"--config: {e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise UserError(f"--config {e}") from None
     if isinstance(data, dict) and isinstance(data.get("reward"), dict):
         data = data["reward"]  # a training config: take its reward section
     if not isinstance(data, dict):
@@ -158,7 +157,7 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
 
 def _score(args: argparse.Namespace) -> int:
     from medix_r1.cli import UserError
-    from medix_r1.errors import BackendError, JudgeFailedError, MissingModelError
+    from medix_r1.errors import BackendError, JudgeFailedError, MissingModelError, RewardComponentError
     from medix_r1.rewards.score_file import ResumeMismatchError, score_file
 
     if args.batch_size < 1:
@@ -180,7 +179,7 @@ def _score(args: argparse.Namespace) -> int:
         raise UserError(
             f"{e} (install the judge/embed extras: pip install 'medix-r1[judge,embed]')"
         ) from None
-    except (JudgeFailedError, BackendError) as e:
+    except (JudgeFailedError, BackendError, RewardComponentError) as e:
         raise UserError(f"{e}. Rows written so far are kept in {args.output}; rerun to resume.") from None
     parts = [f"{res.rows} rows in {args.output}"]
     if res.skipped:

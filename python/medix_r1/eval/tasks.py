@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medix_r1 import jsonl
-from medix_r1.config import build
+from medix_r1.config import build, short
 from medix_r1.errors import ConfigError, DataError
 
 __all__ = [
@@ -297,15 +297,15 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
     """Tasks defined in YAML: one mapping, or a list of them, or ``{tasks: [...]}``. Each needs ``name`` and
     ``path`` (relative paths are resolved against the YAML file's folder) and may set any TaskSpec field,
     e.g. ``format``, ``type`` (qa|mcq|report|summary), ``question``, ``answer``, ``choices``, ``image``."""
-    import yaml
+    from medix_r1.config import load_yaml
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise TaskError(f"task file not found: {p}", path=p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TaskError(f"{p}: not valid YAML: {e}", path=p) from None
+        data = load_yaml(p)
+    except ConfigError as e:
+        raise TaskError(str(e), path=p) from None
     if isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     items = data if isinstance(data, list) else [data]
@@ -324,7 +324,7 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
         if not item.get("name") or not item.get("path"):
             raise TaskError(f"{where}: `name` and `path` (the local data file or directory) are required")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(item["name"])):
-            raise TaskError(f"{where}: name {item['name']!r} may use letters, digits, _ . - only")
+            raise TaskError(f"{where}: name {short(item['name'])} may use letters, digits, _ . - only")
         dpath = Path(str(item["path"])).expanduser()
         item["path"] = str(dpath if dpath.is_absolute() else (p.parent / dpath))
         try:  # every value converted and checked by its TaskSpec annotation

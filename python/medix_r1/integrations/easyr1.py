@@ -7,7 +7,10 @@ Plug it into the authors' EasyR1 recipe (reward type ``batch``)::
         worker.reward.reward_function=/path/to/medix_r1/integrations/easyr1.py:compute_score \\
         worker.reward.reward_function_kwargs='{format_weight: 0.1}'
 
-(``python -c "import medix_r1.integrations.easyr1 as m; print(m.__file__)"`` prints the path.) Configure the
+(``python -c "import medix_r1.integrations.easyr1 as m; print(m.__file__)"`` prints the path.) Custom
+components go in the same kwargs: ``'{extra: [{function: /abs/path/check.py:fn, weight: 0.2}]}'``; each
+is a key of the returned dicts named after its function, and a share of ``overall``
+(:mod:`medix_r1.rewards.extra`); the other keys of EasyR1's reward inputs are passed to it as columns. Configure the
 models with environment variables, set for the reward workers:
 
 - ``MEDIX_JUDGE_MODEL``: a local ``.gguf`` judge run in-process by llama.cpp, or
@@ -43,7 +46,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from medix_r1.rewards.composite import COMPONENTS, CompositeReward, RewardConfig
+from medix_r1.rewards.composite import CompositeReward, RewardConfig
 
 __all__ = ["compute_score", "config_from_env", "get_reward"]
 
@@ -51,7 +54,9 @@ _REWARDS: dict[tuple, CompositeReward] = {}
 _LOCK = threading.Lock()
 
 
-def config_from_env(format_weight: float = 0.1, environ: Any = None) -> RewardConfig:
+def config_from_env(
+    format_weight: float = 0.1, environ: Any = None, extra: list[dict[str, Any]] | None = None
+) -> RewardConfig:
     """The RewardConfig the ``MEDIX_*`` environment variables describe."""
     env = os.environ if environ is None else environ
     judge: dict[str, Any] | None = None
@@ -67,13 +72,14 @@ def config_from_env(format_weight: float = 0.1, environ: Any = None) -> RewardCo
             "judge": judge,
             "embed": embed,
             "max_unscorable_fraction": float(env.get("MEDIX_MAX_UNSCORABLE", "0.5")),
+            "extra": list(extra or []),
         }
     )
 
 
-def get_reward(format_weight: float = 0.1) -> CompositeReward:
+def get_reward(format_weight: float = 0.1, extra: list[dict[str, Any]] | None = None) -> CompositeReward:
     """The process-wide CompositeReward for the current environment (built once, models loaded lazily)."""
-    cfg = config_from_env(format_weight)
+    cfg = config_from_env(format_weight, extra=extra)
     key = (repr(cfg),)
     with _LOCK:
         reward = _REWARDS.get(key)
@@ -89,7 +95,10 @@ def get_reward(format_weight: float = 0.1) -> CompositeReward:
 
 
 def compute_score(
-    reward_inputs: list[dict[str, Any]], format_weight: float = 0.1, missing: str = "omit"
+    reward_inputs: list[dict[str, Any]],
+    format_weight: float = 0.1,
+    missing: str = "omit",
+    extra: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
     """EasyR1's batch reward function: one dict of floats per input (``response``, ``ground_truth``)."""
     if missing not in ("omit", "nan"):
@@ -98,8 +107,12 @@ def compute_score(
         raise TypeError("compute_score expects a list of dicts (use reward_type=batch in EasyR1)")
     responses = [str(x["response"]) for x in reward_inputs]
     gts = [str(x["ground_truth"]) for x in reward_inputs]
-    reward = get_reward(format_weight)
-    scores = reward.score(responses, gts)
+    reward = get_reward(format_weight, extra)
+    columns = None
+    if reward.extras:
+        names = {k for x in reward_inputs for k in x} - {"response", "ground_truth"}
+        columns = {k: [x.get(k) for x in reward_inputs] for k in sorted(names)}
+    scores = reward.score(responses, gts, columns)
 
     by_gt: dict[str, list[float]] = defaultdict(list)
     for g, s in zip(gts, scores):
@@ -124,7 +137,7 @@ def compute_score(
             filled += 1
         if s["errors"]:
             with_errors += 1
-        for k in COMPONENTS:
+        for k in reward.columns:
             v = overall if k == "overall" else s[k]
             if v is None:
                 if missing == "nan":

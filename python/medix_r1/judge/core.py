@@ -11,13 +11,14 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from medix_r1.errors import BackendError, ConfigError
+from medix_r1.config import check_fields, option
+from medix_r1.errors import BackendError
 from medix_r1.judge.prompt import (
     build_messages,
     classify_reply_token,
@@ -52,35 +53,26 @@ class Verdict:
     source: str = "judge"
 
 
+MAX_TIMEOUT = 86400.0  # one day: a larger (or infinite) timeout is refused, not an OverflowError later
+
+
 @dataclass
 class JudgeConfig(BackendConfig):
     """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``): a
     :class:`~medix_r1.llm.BackendConfig` plus the verdict cache, with defaults for a one-token judge."""
 
-    n_ctx: int = field(
-        default=1024, metadata={"help": "llama.cpp context size in tokens for the in-process judge"}
+    n_ctx: int = option(1024, "llama.cpp context size in tokens for the in-process judge", ge=256)
+    timeout: float = option(
+        30.0, "seconds one server request may take in all (connect + reply)", gt=0, le=MAX_TIMEOUT
     )
-    timeout: float = field(
-        default=30.0, metadata={"help": "seconds one server request may take in all (connect + reply)"}
-    )
-    max_retries: int = field(
-        default=2, metadata={"help": "retries of a failed server request (exponential backoff)"}
-    )
-    cache_size: int = field(
-        default=65536, metadata={"help": "verdicts kept in the LRU cache across batches (0: no cache)"}
-    )
+    max_retries: int = option(2, "retries of a failed server request (exponential backoff)", ge=0)
+    cache_size: int = option(65536, "verdicts kept in the LRU cache across batches (0: no cache)", ge=0)
 
     _section = "judge"
 
     def __post_init__(self) -> None:
+        check_fields(self, self._section)
         super().__post_init__()
-        if self.cache_size < 0:
-            raise ConfigError(
-                f"judge.cache_size must be >= 0, got {self.cache_size}",
-                key="judge.cache_size",
-                value=self.cache_size,
-                allowed=">= 0",
-            )
 
 
 @runtime_checkable
@@ -361,16 +353,29 @@ class RemoteJudge(_CachingJudge):
         return [v if v is not None else Verdict(None, error=f"{self.client.url}: no reply") for v in out]
 
 
-def make_judge(config: JudgeConfig, *, supervised: bool = False) -> Judge:
+def make_judge(
+    config: JudgeConfig, *, supervised: bool = False, rule: str = "strict", logprobs: bool = False
+) -> Judge:
     """The judge ``config`` describes, on the backend :func:`~medix_r1.llm.open_backend` builds from it (a
     missing GGUF raises MissingModelError). ``supervised``: a local GGUF judge runs in a worker process
     (:class:`~medix_r1.judge.supervised.SupervisedJudge`), so a native crash is an outage, not the end of
-    the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging)."""
-    if supervised and config.model and not config.url and _may_supervise():
+    the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging).
+    ``rule="reference"``: the authors' verdict rule (:class:`~medix_r1.judge.reference.ReferenceJudge`;
+    ``logprobs`` asks a server for P(YES) too; in-process only for now). A server judge's model name is
+    checked against the server's ``/models`` list here, once."""
+    if rule not in ("strict", "reference"):
+        raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
+    if supervised and rule == "strict" and config.model and not config.url and _may_supervise():
         from medix_r1.judge.supervised import SupervisedJudge
 
         return SupervisedJudge(config)
     backend = open_backend(config)
+    if isinstance(backend, OpenAIChat):
+        backend.check_model()
+    if rule == "reference":
+        from medix_r1.judge.reference import ReferenceJudge
+
+        return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs)
     if isinstance(backend, LlamaCppChat):
         return LocalJudge(backend, cache_size=config.cache_size)
     return RemoteJudge(backend, cache_size=config.cache_size)

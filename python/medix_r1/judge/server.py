@@ -102,10 +102,12 @@ def generate(
     top_logprobs: int | None = None,
     seed: int | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Generation:
     """Complete ``messages`` (or their ready ``tokens``) token by token, with the top ``top_logprobs``
     alternatives for every token when asked (OpenAI's ``logprobs.content`` layout). Temperature 0 is greedy.
-    ``cancelled()`` is checked before every token; when true, :class:`Cancelled` is raised."""
+    ``cancelled()`` is checked before every token; when true, :class:`Cancelled` is raised. ``on_text(delta)``
+    (streaming) receives the text as it grows, never a piece of a stop string or of a UTF-8 character."""
     if tokens is None:
         tokens = chat.chat_tokens(list(messages or []))[0]
     prompt = list(tokens)
@@ -116,6 +118,8 @@ def generate(
     entries: list[dict] = []
     text = ""
     finish = "length"
+    sent = 0  # characters of text already handed to on_text
+    hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still be forming in the tail
     with chat.lock:
         if len(prompt) + max_tokens > chat.llm.n_ctx():
             raise BackendError(
@@ -140,6 +144,13 @@ def generate(
             if cut >= 0:
                 text, finish = text[:cut], "stop"
                 break
+            if on_text is not None:
+                safe = len(text.rstrip("\ufffd")) - hold  # a torn UTF-8 character decodes as U+FFFD
+                if safe > sent:
+                    on_text(text[sent:safe])
+                    sent = safe
+    if on_text is not None and len(text) > sent:
+        on_text(text[sent:])
     return Generation(text, finish, len(prompt), len(out), entries)
 
 

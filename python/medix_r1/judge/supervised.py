@@ -78,10 +78,10 @@ def worker_env(config: JudgeConfig, extra: dict[str, str] | None = None) -> dict
     env["PYTHONPATH"] = os.pathsep.join(
         [root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     )
-    # CPU-CHOICE (issue 17 item 5): the one place where the judge worker's llama.cpp threads and OpenMP wait
-    # policy are chosen for the cores actually free. medix_r1.llm.cpu (the `cpu` branch) decides them; when
-    # it lands, apply its choice for `config` here (env vars such as OMP_WAIT_POLICY; threads via the
-    # config the worker opens). Until then the worker runs with llama.cpp's defaults, as in-process.
+    # CPU-CHOICE (issue 17 item 5): threads and the OpenMP wait policy are chosen by medix_r1.llm.cpu's
+    # prepare_runtime(), which LlamaCppChat calls before llama_cpp loads: in the worker, so the choice is
+    # made there, for the cores free when the worker starts, and never touches the trainer's own threads.
+    # Variables given here (``extra``) are set before that and win where prepare_runtime respects them.
     env.update(extra or {})
     return env
 

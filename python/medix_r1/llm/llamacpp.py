@@ -8,9 +8,7 @@ grader, ``medix judge serve``, the evaluated policy) goes through it.
 
 from __future__ import annotations
 
-import os
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +74,9 @@ class LlamaCppChat:
     ``clip_model_path`` (a multimodal projector, ``mmproj-*.gguf``) is best effort: it installs a
     llama-cpp-python multimodal chat handler, so ``chat`` accepts OpenAI-style ``image_url`` content parts
     (``data:`` URIs or ``file://`` paths). The token-level API is text only.
+
+    The model is opened by :func:`medix_r1.llm.cpu.open_llama` (threads, OpenMP wait policy and
+    ``llama_extra_buffers`` auto|on|off decided for this CPU, after a cached self-test in a child process).
     """
 
     def __init__(
@@ -88,15 +89,16 @@ class LlamaCppChat:
         seed: int = 0,
         chat_format: str | None = None,
         clip_model_path: str | Path | None = None,
+        llama_extra_buffers: str | None = None,
+        lora_path: str | Path | None = None,
     ) -> None:
         path = check_model_path(model_path, "llama.cpp model", GGUF_HOW)
-        if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
-            warnings.warn(
-                "OMP_WAIT_POLICY=PASSIVE is set: llama.cpp's OpenMP threads then sleep at the barrier after "
-                "every graph op, which made the judge ~3x slower on 2 CPU cores here; unset it for llama.cpp",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        lora = None if lora_path is None else check_model_path(lora_path, "llama.cpp LoRA adapter", GGUF_HOW)
+        from medix_r1.llm.cpu import open_llama, prepare_runtime
+
+        # The OpenMP wait policy is chosen from the machine's load (llm/cpu.py) and must be set before
+        # llama_cpp loads its OpenMP runtime.
+        prepare_runtime(n_threads)
         import llama_cpp
         from llama_cpp import llama_chat_format
 
@@ -114,16 +116,19 @@ class LlamaCppChat:
                 kwargs["use_gpu"] = n_gpu_layers != 0
             chat_handler = cls(**kwargs)
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
+            self.llm = open_llama(
+                path,
+                extra_buffers=llama_extra_buffers,
                 n_ctx=n_ctx,
                 n_gpu_layers=n_gpu_layers,
                 n_threads=n_threads,
                 seed=seed,
                 chat_format=None if chat_handler is not None else chat_format,
                 chat_handler=chat_handler,
-                verbose=False,
+                lora_path=None if lora is None else str(lora),
             )
+        except BackendError:
+            raise
         except Exception as e:  # llama.cpp reports a bad file as a bare ValueError
             raise BackendError(f"llama.cpp could not load {path}: {e}") from e
         self.name = f"llama.cpp:{path}"

@@ -198,6 +198,50 @@ class OpenAIChat:
             f"--port {self._port}`."
         )
 
+    def served_models(self) -> list[str] | None:
+        """The model ids ``GET {base_url}/models`` lists (one attempt within ``timeout``); None when the
+        server does not list them (no such endpoint, an error status, an unreadable reply). Raises
+        BackendError when the server cannot be reached at all."""
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        conn = self._connection(self.timeout)
+        try:
+            conn.request("GET", self._path.rsplit("/chat/completions", 1)[0] + "/models", headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read(MAX_REPLY + 1)
+            status = resp.status
+        except (OSError, http.client.HTTPException) as e:
+            raise BackendError(f"{self.base_url}/models: cannot connect: {type(e).__name__}: {e}") from e
+        finally:
+            conn.close()
+        if status != 200 or len(raw) > MAX_REPLY:
+            return None
+        try:
+            data = json.loads(raw)["data"]
+            ids = [str(m["id"]) for m in data]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        return ids
+
+    def check_model(self) -> None:
+        """Raise BackendError, naming both, when the server lists the models it serves and ``model`` is not
+        one of them. Servers that accept any name (llama-cpp-python's) would otherwise answer a misspelt one
+        without a word; one that cannot be reached or does not list its models is not checked (requests to
+        it report their own errors)."""
+        try:
+            ids = self.served_models()
+        except BackendError:
+            return
+        if ids is None or self.model in ids:
+            return
+        served = ", ".join(repr(i) for i in ids[:20]) + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")
+        raise BackendError(
+            f"{self.base_url}: model {self.model!r} is not served there; it serves "
+            f"{served or 'no models'} (GET {self.base_url}/models). Give one of these as the model name "
+            "(e.g. --judge-name)."
+        )
+
     def request(
         self, body: dict, *, _down: threading.Event | None = None, _batch_deadline: float | None = None
     ) -> dict:

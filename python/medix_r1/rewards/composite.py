@@ -6,27 +6,36 @@ ground truth without a tag, a judge or embedder that is not configured) or that 
 judge failed for that item) is left out and the remaining content weights are rescaled to the same total;
 an unscorable one is also recorded in ``errors``. Nothing unscorable is ever a silent 0.0.
 
+The components are declared once in :mod:`medix_r1.rewards.components`; custom ones (``extra:``, functions
+named ``path/to/file.py:function``) are added to ``overall`` as shares of it, as described in
+:mod:`medix_r1.rewards.extra`; without them every number is the paper's.
+
 ``mode="reference"`` gives the authors' numbers (training/examples/reward_function/medical.py of
 mbzuai-oryx/MediX-R1) for every input, in their floating-point order: the ground truth's answer is the text
-after its first ``>``, stripped of whitespace and then of periods; where their code fails on an input (a
-ground truth without ``>``; an empty ground-truth answer, or text with a lone surrogate, that their judge
-and embedder calls cannot take) both accuracies are their 0.0, with the reason recorded in ``errors``. A
-judge that fails for an item (outage, refusal) stays unscorable in both modes: their 0.0 there is a flaw,
-not a rule.
+after its first ``>``, stripped of whitespace and then of periods, and the judge is asked their question and
+read their way (:mod:`medix_r1.judge.reference`: their prompt, at most 4 tokens at temperature 0, YES iff the
+reply contains "YES"; ``soft_judge`` still gives P(YES)). A ground truth that is only a tag (``<X_RAY>``)
+has an empty answer, which their code sends to the judge and embeds like any other (so does reference mode).
+Where their code raises (a ground truth without ``>``; an answer or ground truth with a lone surrogate, which
+neither the judge's nor the embedder's tokenizer takes) both accuracies are their 0.0, with the reason
+recorded in ``errors``. A judge that fails for an item (outage, HTTP error, context overflow) stays
+unscorable in both modes: their 0.0 there is a flaw, not a rule.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from medix_r1.config import bad_value, build, check_fields, option
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.errors import JudgeFailedError
 from medix_r1.judge import JudgeConfig
+from medix_r1.rewards.components import BUILTINS, COMPONENTS, CONTENT, OVERALL, Batch
+from medix_r1.rewards.extra import ExtraComponent, check_specs, load_extras
 from medix_r1.rewards.structure import analyze, has_lone_surrogate, parse_ground_truths
 
 __all__ = [
@@ -39,9 +48,7 @@ __all__ = [
 ]
 
 MODES = ("strict", "reference")
-COMPONENTS = ("overall", "format", "accuracy_llm", "accuracy_embed", "modality")
-_WEIGHT_KEYS = {"format": "format_weight", "llm": "llm_weight", "embed": "embed_weight"}
-_WEIGHT_KEYS["modality"] = "modality_weight"
+_WEIGHT_KEYS = {c.label: c.weight_field for c in BUILTINS}
 
 
 def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
@@ -67,99 +74,88 @@ def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def _weight(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
+MAX_WEIGHT = 1000.0  # a content weight above this is refused (their sum must stay finite)
+
+
+def weights_shorthand(d: dict[str, Any]) -> dict[str, Any]:
+    """``weights: "format=0.1,llm=0.575,..."`` (or a mapping) in a reward mapping -> the weight fields."""
+    weights = d.pop("weights", None)
+    if weights is not None:
+        try:
+            d.update(parse_weights(weights))
+        except ValueError as e:
+            raise bad_value(
+                "reward.weights", weights, f"NAME=NUMBER pairs of {', '.join(_WEIGHT_KEYS)}"
+            ) from e
+    return d
 
 
 @dataclass
 class RewardConfig:
     """How the composite reward is computed; ``RewardConfig.from_dict`` reads the YAML form."""
 
-    mode: str = field(
-        default="strict",
-        metadata={"help": "strict (this project's parser) or reference (the authors' code, bit for bit)"},
+    mode: Literal["strict", "reference"] = option(
+        "strict",
+        "strict (this project's parser and judge question) or reference (the authors' reward code: their "
+        "parsing, judge prompt and reading of the judge's reply)",
     )
-    format_weight: float = field(default=0.1, metadata={"help": "weight of the format reward (paper: 0.1)"})
-    llm_weight: float = field(
-        default=0.575, metadata={"help": "content weight of the LLM-judge accuracy (paper: 0.575)"}
+    format_weight: float = option(0.1, "weight of the format reward (paper: 0.1)", ge=0, le=1)
+    llm_weight: float = option(
+        0.575, "content weight of the LLM-judge accuracy (paper: 0.575)", ge=0, le=MAX_WEIGHT
     )
-    embed_weight: float = field(
-        default=0.375, metadata={"help": "content weight of the embedding accuracy (paper: 0.375)"}
+    embed_weight: float = option(
+        0.375, "content weight of the embedding accuracy (paper: 0.375)", ge=0, le=MAX_WEIGHT
     )
-    modality_weight: float = field(
-        default=0.05, metadata={"help": "content weight of the modality reward (paper: 0.05)"}
+    modality_weight: float = option(
+        0.05, "content weight of the modality reward (paper: 0.05)", ge=0, le=MAX_WEIGHT
     )
-    judge: JudgeConfig | None = field(
-        default=None, metadata={"help": "the YES/NO judge (None: LLM accuracy not applicable)"}
+    judge: JudgeConfig | None = option(None, "the YES/NO judge (None: LLM accuracy not applicable)")  # noqa: RUF009
+    embed: EmbedConfig | None = option(None, "the embedding model (None: embedding accuracy not applicable)")  # noqa: RUF009
+    judge_report: str | None = option(
+        None,
+        "report.json written by `medix judge validate` for this judge; without a passing one for the same "
+        "judge, `medix train` and `medix demo` print a warning",
     )
-    embed: EmbedConfig | None = field(
-        default=None, metadata={"help": "the embedding model (None: embedding accuracy not applicable)"}
+    soft_judge: bool = option(
+        False, "use the judge's P(YES) (of its first reply token) instead of its 0/1 decision"
     )
-    judge_report: str | None = field(
-        default=None,
-        metadata={
-            "help": "report.json written by `medix judge validate` for this judge; without a passing one "
-            "for the same judge, `medix train` and `medix demo` print a warning"
-        },
+    max_unscorable_fraction: float = option(
+        0.5, "raise JudgeFailedError when more than this share of a batch's judged items fail", ge=0, le=1
     )
-    soft_judge: bool = field(
-        default=False, metadata={"help": "use the judge's P(YES) instead of its 0/1 decision"}
-    )
-    max_unscorable_fraction: float = field(
-        default=0.5,
-        metadata={"help": "raise JudgeFailedError when more than this share of a batch's judged items fail"},
+    extra: list[dict[str, Any]] = option(  # noqa: RUF009
+        help="custom components: [{function: 'path/to/file.py:function', weight: W}, ...]; each "
+        "applicable one takes its weight as a share of overall (see README, Custom reward components)",
+        factory=list,
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        self.format_weight = _weight("format_weight", self.format_weight)
-        if self.format_weight > 1:
-            raise ValueError(f"format_weight must be in [0, 1], got {self.format_weight}")
-        for name in ("llm_weight", "embed_weight", "modality_weight"):
-            setattr(self, name, _weight(name, getattr(self, name)))
-        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
-            raise ValueError("at least one of llm_weight, embed_weight, modality_weight must be > 0")
+        check_fields(self, "reward")
         if isinstance(self.judge, Mapping):
-            self.judge = JudgeConfig(**self.judge)
+            self.judge = build(JudgeConfig, self.judge, "reward.judge")
         if isinstance(self.embed, Mapping):
             self.embed = EmbedConfig.from_dict(dict(self.embed))
         if self.embed is not None and self.embed.model is None:
             self.embed = None  # an embed section without a model configures nothing
         if self.judge_report is not None:
             self.judge_report = str(self.judge_report)
-        f = self.max_unscorable_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
-            raise ValueError(f"max_unscorable_fraction must be in [0, 1], got {f!r}")
-        self.max_unscorable_fraction = float(f)
+        self.extra = check_specs(self.extra)
+        if self.format_weight < 1 and self.llm_weight + self.embed_weight + self.modality_weight <= 0:
+            raise bad_value(
+                "reward.llm_weight",
+                self.llm_weight,
+                "> 0 for at least one of llm_weight, embed_weight, modality_weight (format_weight < 1)",
+            )
 
     @property
     def content_weights(self) -> dict[str, float]:
-        return {
-            "accuracy_llm": self.llm_weight,
-            "accuracy_embed": self.embed_weight,
-            "modality": self.modality_weight,
-        }
+        return {c.name: getattr(self, c.weight_field) for c in CONTENT}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RewardConfig:
         """From a (YAML) mapping: nested ``judge:`` / ``embed:`` sections, and ``weights:`` either as a
         mapping or as the CLI string ``"format=0.1,llm=0.575,embed=0.375,modality=0.05"``."""
-        d = dict(d or {})
-        weights = d.pop("weights", None)
-        if weights is not None:
-            d.update(parse_weights(weights))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown reward option(s) {unknown}; known: {sorted(known | {'weights'})}")
-        return cls(**d)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata["help"] for f in fields(cls)}
+        cfg: RewardConfig = build(cls, d, "reward", prepare={"reward": weights_shorthand})
+        return cfg
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -222,22 +218,19 @@ def _gt_answers(ground_truths: Sequence[str], mode: str) -> tuple[list[str], lis
     """The answer part of each ground truth, and why it cannot be used (None when it can)."""
     if mode == "reference":
         # The authors' code: the text after the first ">", stripped, then stripped of periods; without a ">"
-        # their code raises and scores both accuracies 0.0.
+        # their code raises and scores both accuracies 0.0. An empty answer (a ground truth that is only a
+        # tag) is not an error there: it goes to the judge and the embedder like any other.
         answers: list[str] = []
         errs: list[str | None] = []
         for g in ground_truths:
             _, sep, rest = g.partition(">")
-            answer = rest.strip().strip(".")
-            answers.append(answer)
-            if not sep:
-                errs.append(
-                    "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
-                    "authors' code does)"
-                )
-            elif not answer:
-                errs.append("ground truth has no answer after its tag (scored 0.0 as the authors' code does)")
-            else:
-                errs.append(None)
+            answers.append(rest.strip().strip("."))
+            errs.append(
+                None
+                if sep
+                else "ground truth has no '>' (reference mode expects '<TAG> answer'; scored 0.0 as the "
+                "authors' code does)"
+            )
         return answers, errs
     parsed = parse_ground_truths(ground_truths)
     answers = [text for _, text in parsed]
@@ -272,6 +265,41 @@ def _rescaled(
     return fmt  # nothing but the format applies to this item
 
 
+_FORMAT = next(c for c in BUILTINS if c.role == "format")
+_MODALITY = "modality"
+
+
+def _with_extras(overall: float | None, scored: Sequence[tuple[float, float | None]]) -> float | None:
+    """``overall`` with the custom components that apply to this item: ``(1 - W) * overall + sum(w * s)``,
+    ``W`` the sum of their weights. None (an extra not applicable) is left out of both; with none applying,
+    or an unscorable ``overall``, it is returned as it is."""
+    applied = [(w, v) for w, v in scored if v is not None]
+    if overall is None or not applied:
+        return overall
+    total = sum(w for w, _ in applied)
+    return (1 - total) * overall + sum(w * v for w, v in applied)
+
+
+def _other_columns(columns: Mapping[str, Sequence[Any]] | None, n: int) -> dict[str, list[Any]]:
+    """Per-item columns for custom components: lists of ``n``; anything else (TRL's ``trainer_state``,
+    ...) is passed as it is."""
+    out: dict[str, Any] = {}
+    for k, v in (columns or {}).items():
+        if k in ("completions", "ground_truths"):
+            continue
+        out[k] = list(v) if isinstance(v, Sequence) and not isinstance(v, (str, bytes)) else v
+    return out
+
+
+def _trl_columns(prompts: Sequence[Any] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns TRL passes a reward function, for custom components: ``prompts`` and every dataset
+    column except the ground truth (passed as ``ground_truths``)."""
+    out = {k: v for k, v in kwargs.items() if k not in ("ground_truth", "solution")}
+    if prompts is not None:
+        out["prompts"] = prompts
+    return out
+
+
 class CompositeReward:
     """The MediX-R1 reward for batches of completions; also a TRL reward function (``__call__``).
 
@@ -296,6 +324,7 @@ class CompositeReward:
         elif not isinstance(config, RewardConfig):
             raise TypeError(f"config must be a RewardConfig or a mapping, got {type(config).__name__}")
         self.config = config
+        self.extras: list[ExtraComponent] = load_extras(config.extra)
         self._judge, self._own_judge = judge, judge is None
         self._embedder, self._own_embedder = embedder, embedder is None
         self.last_scores: list[dict[str, Any]] = []
@@ -326,6 +355,11 @@ class CompositeReward:
 
     # -- components --------------------------------------------------------------------------------------
     @property
+    def columns(self) -> tuple[str, ...]:
+        """The score columns: ``overall``, the built-in components, then each custom one by its name."""
+        return (*COMPONENTS, *(x.name for x in self.extras))
+
+    @property
     def has_judge(self) -> bool:
         return self._judge is not None or self.config.judge is not None
 
@@ -340,7 +374,14 @@ class CompositeReward:
         if self._judge is None and self.config.judge is not None:
             from medix_r1.judge import make_judge
 
-            self._judge = make_judge(self.config.judge, supervised=True)
+            # Reference mode asks the authors' question and reads the reply their way; a local strict-mode
+            # judge runs supervised (a native crash is an outage, not the end of the run).
+            self._judge = make_judge(
+                self.config.judge,
+                supervised=True,
+                rule=self.config.mode,
+                logprobs=self.config.soft_judge,
+            )
         return self._judge
 
     @property
@@ -353,9 +394,15 @@ class CompositeReward:
         return self._embedder
 
     # -- scoring -----------------------------------------------------------------------------------------
-    def score(self, responses: Sequence[str], ground_truths: Sequence[str]) -> list[dict[str, Any]]:
+    def score(
+        self,
+        responses: Sequence[str],
+        ground_truths: Sequence[str],
+        columns: Mapping[str, Sequence[Any]] | None = None,
+    ) -> list[dict[str, Any]]:
         """One dict per response: ``overall``, ``format``, ``accuracy_llm``, ``accuracy_embed``,
-        ``modality`` (float, or None when not applicable or unscorable) and ``errors`` (list of str)."""
+        ``modality``, each custom component by name (float, or None when not applicable or unscorable) and
+        ``errors`` (list of str). ``columns``: other per-item columns, passed to custom components."""
         responses = [str(r) for r in responses]
         ground_truths = [str(g) for g in ground_truths]
         n = len(responses)
@@ -391,48 +438,50 @@ class CompositeReward:
             else:
                 ask.append(i)
 
-        llm = self._llm(st.answers, gt_answers, notes, decided, ask, errors) if self.has_judge else None
-        emb = self._embed(st.answers, gt_answers, notes, decided, ask, errors) if self.has_embedder else None
+        other = _other_columns(columns, n)
+        batch = Batch(responses, ground_truths, other, cfg.mode, st, gt_answers, notes, decided, ask, errors)
+        # Each built-in component that applies scores the batch; one that does not is None everywhere.
+        vals: dict[str, list[float | None] | None] = {
+            c.name: c.score(self, batch) if c.enabled(self) else None for c in BUILTINS
+        }
+        extra_vals = [x.score(responses, ground_truths, other) for x in self.extras]
 
+        fmt_name = _FORMAT.name
         weights = cfg.content_weights
         fw = cfg.format_weight
         out: list[dict[str, Any]] = []
         for i in range(n):
-            fmt = float(st.format[i])
-            mod_v = float(st.modality[i])
-            comps = {
-                "accuracy_llm": None if llm is None else llm[i],
-                "accuracy_embed": None if emb is None else emb[i],
-                "modality": None if math.isnan(mod_v) else mod_v,
-            }
-            applicable = {
-                "accuracy_llm": llm is not None,
-                "accuracy_embed": emb is not None,
-                "modality": not math.isnan(mod_v),
-            }
+            fv = vals[fmt_name]
+            fmt = float(fv[i]) if fv is not None and fv[i] is not None else 0.0
+            comps: dict[str, float | None] = {}
+            applicable: dict[str, bool] = {}
+            for c in CONTENT:
+                cv = vals[c.name]
+                comps[c.name] = None if cv is None else cv[i]
+                # A component applies when it is configured; modality also needs a tagged ground truth.
+                applicable[c.name] = cv is not None and (c.name != _MODALITY or cv[i] is not None)
             overall: float | None
-            lv, ev, mv = comps["accuracy_llm"], comps["accuracy_embed"], comps["modality"]
-            if reference and lv is not None and ev is not None and mv is not None:
+            if reference and all(v is not None for v in comps.values()):
                 # Every component scored: the authors' expression, term by term in their order, so the float
                 # result is theirs to the last bit.
                 cw = 1 - fw
-                overall = (
-                    cw * cfg.llm_weight * lv + cw * cfg.embed_weight * ev + cw * cfg.modality_weight * mv
-                ) + fw * fmt
+                terms = [cw * weights[k] * v for k, v in comps.items() if v is not None]
+                acc = terms[0]
+                for t in terms[1:]:
+                    acc = acc + t
+                overall = acc + fw * fmt
             else:
                 overall = _rescaled(fw, fmt, weights, comps, applicable)
             if any(v is None and applicable[k] for k, v in comps.items()):
                 self.counters["unscorable"] += 1
-            out.append(
-                {
-                    "overall": overall,
-                    "format": fmt,
-                    "accuracy_llm": comps["accuracy_llm"],
-                    "accuracy_embed": comps["accuracy_embed"],
-                    "modality": comps["modality"],
-                    "errors": errors[i],
-                }
-            )
+            row: dict[str, Any] = {OVERALL: overall, fmt_name: fmt, **comps}
+            if self.extras:
+                scored = [(x.weight, ev[i]) for x, ev in zip(self.extras, extra_vals)]
+                row[OVERALL] = _with_extras(overall, scored)
+                for x, ev in zip(self.extras, extra_vals):
+                    row[x.name] = ev[i]
+            row["errors"] = errors[i]
+            out.append({k: row[k] for k in (*self.columns, "errors")})
         self.counters["items"] += n
         self.last_scores = out
         return out
@@ -512,12 +561,13 @@ class CompositeReward:
         """TRL's reward-function contract: ``overall`` per completion (None when unscorable)."""
         texts = completion_texts(completions)
         gts = ground_truth_column(kwargs, len(texts))
-        return [s["overall"] for s in self.score(texts, gts)]
+        columns = _trl_columns(prompts, kwargs) if self.extras else None
+        return [s["overall"] for s in self.score(texts, gts, columns)]
 
     def summary(self) -> dict[str, float]:
         """Mean of each component over the last batch (items where it was scored), for logging."""
         out: dict[str, float] = {}
-        for k in COMPONENTS:
+        for k in self.columns:
             vals = [s[k] for s in self.last_scores if s[k] is not None]
             if vals:
                 out[k] = float(np.mean(vals))

@@ -1,8 +1,9 @@
 """Score a JSONL file of (response, ground truth) rows with the composite reward, resumably.
 
 Every non-blank input line gives exactly one output line, in order: the input's fields plus ``overall``,
-``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality`` (null when not applicable or unscorable) and
-``errors``. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
+``format``, ``accuracy_llm``, ``accuracy_embed``, ``modality``, then each custom component by its function's
+name (null when not applicable or unscorable) and ``errors``; a custom component is given the row's other
+input fields as columns. Output is flushed and fsynced after every batch; a rerun keeps the rows already written (a torn
 last line from a crash is cut off) and continues after them.
 
 No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply, not an object,
@@ -11,7 +12,8 @@ No row can stop a run: a bad input line (not UTF-8, not JSON, nested too deeply,
 valid Unicode are written back as JSON escapes, exactly as they came.
 
 Resume trusts nothing: ``OUT.meta.json`` (written atomically before the first row) records what produced
-``OUT`` (the input's content hash, the mode, the weights, the judge's and the embedder's identity); a rerun
+``OUT`` (the input's content hash, the mode, the weights, the judge's and the embedder's identity, and each
+custom component's path, name, weight and file hash); a rerun
 with anything else, an output without that record, or an output with a corrupt line before its end is
 refused (ResumeMismatchError / DataError) with a message that says how to start over.
 """
@@ -28,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medix_r1 import errors
+from medix_r1 import errors, jsonl
 from medix_r1.rewards.composite import COMPONENTS, CompositeReward, RewardConfig
 
 __all__ = ["META_SUFFIX", "ScoreFileResult", "meta_path", "score_file"]
 
 FIELDS = ("response", "ground_truth")
 SCORE_KEYS = (*COMPONENTS, "errors")
+"""The keys of a scored row without custom components (each custom component adds its name)."""
 META_SUFFIX = ".meta.json"
 META_FORMAT = 1
 MAX_DEPTH = 64
@@ -218,7 +221,7 @@ def _embed_identity(reward: CompositeReward) -> Any:
 
 def _fingerprint(reward: CompositeReward, input_sha256: str) -> dict[str, Any]:
     cfg = reward.config
-    return {
+    out = {
         "input_sha256": input_sha256,
         "mode": cfg.mode,
         "weights": {
@@ -231,6 +234,9 @@ def _fingerprint(reward: CompositeReward, input_sha256: str) -> dict[str, Any]:
         "judge": _judge_identity(reward),
         "embed": _embed_identity(reward),
     }
+    if reward.extras:  # only then: a record written before custom components existed stays valid
+        out["extra"] = [x.identity() for x in reward.extras]
+    return out
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
@@ -287,9 +293,19 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 )
             else:
                 out.append(f"{what} is another model or setting")
+        elif key == "extra":
+            out.append(f"the custom components (extra) were {_extras_words(a)}, now {_extras_words(b)}")
         else:
             out.append(f"{key} differs")
     return out
+
+
+def _extras_words(items: Any) -> str:
+    if not items:
+        return "none"
+    return ", ".join(
+        f"{x.get('function')} (weight {x.get('weight')}, sha256 {str(x.get('sha256'))[:12]})" for x in items
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -305,7 +321,9 @@ class _Existing:
     size: int
 
 
-def _existing_rows(data: bytes, outp: Path, start_over: str) -> _Existing:
+def _existing_rows(
+    data: bytes, outp: Path, start_over: str, keys: tuple[str, ...] = SCORE_KEYS
+) -> _Existing:
     """The rows already in the output. Only an unterminated last line (a kill mid-write) may be cut; any
     other line that is not a scored row is refused with its line number, never silently dropped."""
     rows: list[dict[str, Any]] = []
@@ -323,7 +341,7 @@ def _existing_rows(data: bytes, outp: Path, start_over: str) -> _Existing:
             obj = json.loads(line.decode("utf-8"))
         except (ValueError, RecursionError):
             obj = None
-        if isinstance(obj, dict) and all(k in obj for k in SCORE_KEYS):
+        if isinstance(obj, dict) and all(k in obj for k in keys):
             rows.append(obj)
         else:
             bad.append(lineno)
@@ -342,11 +360,12 @@ def _existing_rows(data: bytes, outp: Path, start_over: str) -> _Existing:
 
 
 def _encode(row: dict[str, Any]) -> bytes:
+    # A non-finite number is written as null with the reason in ``errors`` (Infinity/NaN are not JSON).
     try:
-        return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+        return jsonl.dumps(row).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate in some field: \\u escapes keep it exactly, in valid UTF-8.
-        return json.dumps(row).encode("ascii") + b"\n"
+        return jsonl.dumps(row, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
@@ -356,9 +375,9 @@ def _write(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
     os.fsync(out.fileno())
 
 
-def _null_row(base: dict[str, Any] | None, error: str) -> dict[str, Any]:
+def _null_row(base: dict[str, Any] | None, error: str, columns: Sequence[str] = COMPONENTS) -> dict[str, Any]:
     out = dict(base or {})
-    for k in COMPONENTS:
+    for k in columns:
         out[k] = None
     out["errors"] = [error]
     return out
@@ -424,7 +443,7 @@ def score_file(
                 f"{outp} already exists and has no {mpath.name} record of what produced it, so it cannot be "
                 f"resumed (a copy of the input, another tool's file, or an older medix); {start_over}"
             )
-        existing = _existing_rows(data, outp, start_over)
+        existing = _existing_rows(data, outp, start_over, (*reward.columns, "errors"))
         del data
         if existing.rows and meta is not None and meta["fingerprint"] != fingerprint:
             diff = _differences(meta["fingerprint"], fingerprint)
@@ -515,18 +534,36 @@ def _score_rows(reward: CompositeReward, good: Sequence[_Row]) -> list[dict[str,
     (a string) and the others are kept. (Should every row fail, the exit status says so: see the CLI.)"""
     responses = [r.data["response"] for r in good]  # type: ignore[index]
     truths = [r.data["ground_truth"] for r in good]  # type: ignore[index]
+    columns = _columns([r.data for r in good]) if reward.extras else None  # type: ignore[misc]
     try:
-        return list(reward.score(responses, truths))
+        return list(_score(reward, responses, truths, columns))
     except _ROW_ERRORS as batch_error:
         if len(good) == 1:
             return [f"could not be scored: {type(batch_error).__name__}: {batch_error}"]
         out: list[dict[str, Any] | str] = []
-        for resp, gt in zip(responses, truths):
+        for k, (resp, gt) in enumerate(zip(responses, truths)):
+            one = None if columns is None else {c: [v[k]] for c, v in columns.items()}
             try:
-                out.append(reward.score([resp], [gt])[0])
+                out.append(_score(reward, [resp], [gt], one)[0])
             except _ROW_ERRORS as e:
                 out.append(f"could not be scored: {type(e).__name__}: {e}")
         return out
+
+
+def _score(
+    reward: CompositeReward, responses: list[str], truths: list[str], columns: dict[str, list[Any]] | None
+) -> list[dict[str, Any]]:
+    if columns is None:  # no custom component: the reward's own two-argument call
+        return reward.score(responses, truths)
+    return reward.score(responses, truths, columns)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The rows' other input fields as columns for custom components (a field a row lacks is None)."""
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r if k not in FIELDS and k not in names]
+    return {k: [r.get(k) for r in rows] for k in names}
 
 
 def _flush(
@@ -537,19 +574,19 @@ def _flush(
     rows: list[dict[str, Any]] = []
     for r in batch:
         if r.error is not None or r.data is None:
-            rows.append(_null_row(r.data, r.error or "unreadable row"))
+            rows.append(_null_row(r.data, r.error or "unreadable row", reward.columns))
             result.bad_rows += 1
             result.unscorable += 1
             result.failed += 1
             continue
         s = next(scores)
         if isinstance(s, str):
-            rows.append(_null_row(r.data, f"{r.where}: {s}"))
+            rows.append(_null_row(r.data, f"{r.where}: {s}", reward.columns))
             result.unscorable += 1
             result.failed += 1
             continue
         row = dict(r.data)
-        for k in COMPONENTS:
+        for k in reward.columns:
             row[k] = s[k]
         row["errors"] = s["errors"]
         if s["errors"]:

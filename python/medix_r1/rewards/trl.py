@@ -11,43 +11,63 @@ not rescaled** (a text-only item without a modality tag then scores at most 0.95
 where every function returned None is unscorable (NaN reward, advantage 0). When the rescaling matters, use
 the single :class:`~medix_r1.rewards.composite.CompositeReward`, which rescales per item; its components
 are logged from ``last_scores``.
+
+Each split function's ``component`` names its column in the registry (:mod:`medix_r1.rewards.components`),
+and its ``__name__`` is that component's ``trl_name``. :class:`CustomReward` wraps a custom component
+(``path/to/file.py:function``) the same way; under TRL's split rewards its weight is TRL's
+``reward_weights`` entry, with TRL's None rule above.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from medix_r1.embed.config import EmbedConfig
 from medix_r1.judge import JudgeConfig
+from medix_r1.rewards import components as _c
 from medix_r1.rewards.composite import (
     CompositeReward,
     RewardConfig,
+    _trl_columns,
     completion_texts,
     ground_truth_column,
 )
+from medix_r1.rewards.extra import ExtraComponent
 from medix_r1.rewards.structure import analyze, format_rewards
 
 __all__ = [
     "REWARD_FUNCS",
+    "CustomReward",
     "EmbeddingReward",
     "FormatReward",
     "LLMJudgeReward",
     "ModalityReward",
+    "SplitReward",
     "resolve_reward",
 ]
 
 
-def _mode(mode: str) -> str:
-    if mode not in ("strict", "reference"):
-        raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
-    return mode
+def _mode(mode: str) -> Literal["strict", "reference"]:
+    if mode == "strict":
+        return "strict"
+    if mode == "reference":
+        return "reference"
+    raise ValueError(f"mode must be 'strict' or 'reference', got {mode!r}")
 
 
-class FormatReward:
+class SplitReward:
+    """A TRL reward function that returns one component; ``component`` is its column name."""
+
+    component = ""
+    __name__ = "medix_component"
+
+
+class FormatReward(SplitReward):
     """1.0 for a well-formed ``<TAG><think>..</think><answer>..</answer>`` completion, else 0.0."""
 
-    __name__ = "medix_format"
+    component = _c.FORMAT.name
+    __name__ = _c.FORMAT.trl_name
 
     def __init__(self, mode: str = "strict") -> None:
         self.mode = _mode(mode)
@@ -56,11 +76,12 @@ class FormatReward:
         return format_rewards(completion_texts(completions), self.mode).tolist()
 
 
-class ModalityReward:
+class ModalityReward(SplitReward):
     """1.0 when the completion opens with the ground truth's modality tag, 0.0 when not, None when the
     ground truth has no tag (not applicable)."""
 
-    __name__ = "medix_modality"
+    component = _c.MODALITY.name
+    __name__ = _c.MODALITY.trl_name
 
     def __init__(self, mode: str = "strict") -> None:
         self.mode = _mode(mode)
@@ -71,11 +92,8 @@ class ModalityReward:
         return [None if v != v else float(v) for v in mod.tolist()]
 
 
-class _ComponentReward:
+class _ComponentReward(SplitReward):
     """One accuracy component of a CompositeReward configured with that component only."""
-
-    __name__ = "medix_component"
-    _key = ""
 
     def __init__(self, reward: CompositeReward) -> None:
         self.reward = reward
@@ -87,15 +105,15 @@ class _ComponentReward:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
         texts = completion_texts(completions)
         scores = self.reward.score(texts, ground_truth_column(kwargs, len(texts)))
-        return [s[self._key] for s in scores]
+        return [s[self.component] for s in scores]
 
 
 class LLMJudgeReward(_ComponentReward):
     """LLM-judge accuracy: 1.0 / 0.0 (or P(YES) with ``soft=True``); exact match 1.0 without asking; an
     invalid answer 0.0; None where the judge failed (JudgeFailedError above ``max_unscorable_fraction``)."""
 
-    __name__ = "medix_accuracy_llm"
-    _key = "accuracy_llm"
+    component = _c.ACCURACY_LLM.name
+    __name__ = _c.ACCURACY_LLM.trl_name
 
     def __init__(
         self,
@@ -119,8 +137,8 @@ class EmbeddingReward(_ComponentReward):
     """Embedding accuracy: cosine(answer, ground truth) >= threshold (or the cosine with ``soft``); exact
     match 1.0 without embedding; an invalid answer 0.0."""
 
-    __name__ = "medix_accuracy_embed"
-    _key = "accuracy_embed"
+    component = _c.ACCURACY_EMBED.name
+    __name__ = _c.ACCURACY_EMBED.trl_name
 
     def __init__(
         self,
@@ -137,12 +155,27 @@ class EmbeddingReward(_ComponentReward):
         super().__init__(CompositeReward(cfg, embedder=embedder))
 
 
+class CustomReward(SplitReward):
+    """A custom component (``path/to/file.py:function``, the function of a batch) as a TRL reward function:
+    its scores, checked (one finite float or None per completion); ``__name__`` and ``component`` are the
+    function's name."""
+
+    def __init__(self, function: str) -> None:
+        self.extra = ExtraComponent(function, 0.0)
+        self.component = self.__name__ = self.extra.name
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
+        texts = completion_texts(completions)
+        gts = ground_truth_column(kwargs, len(texts))
+        return self.extra.score(texts, gts, _trl_columns(prompts, kwargs))
+
+
 REWARD_FUNCS: dict[str, type] = {
     "medix_composite": CompositeReward,
-    "medix_format": FormatReward,
-    "medix_modality": ModalityReward,
-    "medix_accuracy_llm": LLMJudgeReward,
-    "medix_accuracy_embed": EmbeddingReward,
+    _c.FORMAT.trl_name: FormatReward,
+    _c.MODALITY.trl_name: ModalityReward,
+    _c.ACCURACY_LLM.trl_name: LLMJudgeReward,
+    _c.ACCURACY_EMBED.trl_name: EmbeddingReward,
 }
 
 

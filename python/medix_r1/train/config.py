@@ -9,7 +9,7 @@ DAPO, GSPO, Dr. GRPO) fill whatever the user left unset, so a YAML only names wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from medix_r1 import config as _cfg
 from medix_r1.config import bad_value, check_fields
 from medix_r1.config import option as _f
 from medix_r1.errors import ConfigError
-from medix_r1.rewards.composite import RewardConfig, parse_weights
+from medix_r1.rewards.composite import RewardConfig, weights_shorthand
 
 __all__ = [
     "ALGORITHMS",
@@ -221,19 +221,6 @@ class TrainConfig:
         check_fields(self, "train")
 
 
-def _reward_shorthand(d: dict[str, Any]) -> dict[str, Any]:
-    """``reward.weights`` ("format=0.1,llm=0.575,..." or a mapping) -> the four weight fields."""
-    weights = d.pop("weights", None)
-    if weights is not None:
-        try:
-            d.update(parse_weights(weights))
-        except ValueError as e:
-            raise bad_value(
-                "reward.weights", weights, "NAME=NUMBER pairs of format, llm, embed, modality"
-            ) from e
-    return d
-
-
 @dataclass
 class RunConfig:
     model: ModelConfig = _f(factory=ModelConfig, help="the policy")  # noqa: RUF009
@@ -251,17 +238,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RunConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            known = [f.name for f in fields(cls)]
-            raise ConfigError(
-                f"unknown section(s) {unknown}; known: {known}",
-                key=unknown[0],
-                value=d[unknown[0]],
-                allowed=", ".join(known),
-            )
-        cfg: RunConfig = _cfg.build(cls, d, "", prepare={"reward": _reward_shorthand})
+        cfg: RunConfig = _cfg.build(cls, d or {}, "", prepare={"reward": weights_shorthand})
         return cfg
 
 
@@ -278,17 +255,12 @@ SECTIONS: dict[str, type] = {
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run file (or nothing: all defaults), apply overrides, convert and check every value."""
-    import yaml
-
     d: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}", value=str(p))
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}", value=str(p)) from None
+        d = _cfg.load_yaml(p) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections", value=str(p))
     apply_overrides(d, overrides or [])

@@ -8,6 +8,7 @@ judge, the ONNX MiniLM embedder, and the bundled 50-item medical QA set; leaves 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,35 @@ from medix_r1.train.config import RunConfig, load_config
 from medix_r1.train.data import demo_dataset_path
 from medix_r1.train.prompt import compact_instruction
 
-__all__ = ["DEMO_STEPS", "demo_config", "find_test_models", "run_demo"]
+__all__ = [
+    "DEMO_COMPARE",
+    "DEMO_REWARD",
+    "DEMO_STEPS",
+    "demo_config",
+    "find_test_models",
+    "one_completion_per_pass",
+    "run_demo",
+]
 
 DEMO_STEPS = 12  # `medix demo`'s default: the format reward has reached ~1 by then
 DEMO_GROUP = 4
 DEMO_COMPLETION_TOKENS = 64
+DEMO_COMPARE = 12  # questions answered by the base and the trained policy at the end (0: no comparison)
+
+# The demo's own reward settings (`medix train` keeps the paper's). With the embedded tiny models the paper's
+# binary components carry no signal: the 135M judge says YES to nearly every answer and MiniLM's cosine for a
+# right answer rarely reaches 0.8, so after the format is learned every group of completions scores the same
+# and the advantages are zero. The judge's P(YES) and the cosine itself vary from answer to answer; the
+# judge's P(YES) barely does (0.83-0.89 for anything with an answer), so the demo weighs it less and the
+# embedding and the modality tag more.
+DEMO_REWARD = [
+    "--reward.soft_judge=true",
+    "--reward.embed.soft=true",
+    "--reward.format_weight=0.1",
+    "--reward.llm_weight=0.2",
+    "--reward.embed_weight=0.5",
+    "--reward.modality_weight=0.3",
+]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_HF = "all-MiniLM-L6-v2"
@@ -61,15 +86,16 @@ def find_test_models(
 def demo_config(
     out: str | Path, steps: int, models: dict[str, Path], overrides: list[str] | None = None, threads: int = 0
 ) -> RunConfig:
-    """Settings chosen so the format reward climbs within about ten CPU steps while a step stays short: a
-    compact format instruction and one worked example (about 230 prompt tokens instead of 420: the policy's
-    forward and backward passes over prompt + completion dominate a CPU step), groups of 4 completions of at
-    most 64 tokens, temperature 0.8, LoRA at LR 1e-3, no KL. Timed by benchmarks/bench_train.py."""
+    """Settings chosen so the reward climbs within about ten CPU steps while a step stays short: a compact
+    format instruction and two worked examples with different modality tags (about 300 prompt tokens instead
+    of 420: the policy's forward and backward passes over prompt + completion dominate a CPU step), groups of
+    4 completions of at most 64 tokens, temperature 0.8, LoRA at LR 1e-3, no KL, and the soft reward of
+    ``DEMO_REWARD``. Timed by benchmarks/bench_train.py."""
     n_threads = threads or min(os.cpu_count() or 2, 4)
     base = [
         f"--model.path={models['policy']}",
         f"--data.path={demo_dataset_path()}",
-        "--data.few_shot=1",
+        "--data.few_shot=2",  # two different tags: the tag depends on the image
         "--algo.name=grpo",
         "--algo.beta=0.0",  # no reference forward pass: half the scoring cost on a CPU
         f"--algo.num_generations={DEMO_GROUP}",
@@ -87,6 +113,7 @@ def demo_config(
         f"--reward.judge.model={models['judge']}",
         f"--reward.judge.n_threads={n_threads}",
         f"--reward.embed.model={models['embedder']}",
+        *DEMO_REWARD,
     ]
     cfg = load_config(None, base + list(overrides or []))
     if not cfg.data.system_prompt:  # the user's own instruction wins
@@ -94,10 +121,39 @@ def demo_config(
     return cfg
 
 
+def one_completion_per_pass(cfg: RunConfig) -> dict[str, int]:
+    """TRL arguments that generate and score a step's groups at once but run the policy's forward and
+    backward passes one completion at a time, accumulating the gradient: the same update, with a quarter of
+    the activation memory for groups of 4. On a CPU the saved activations of prompt + completion through all
+    30 layers are most of the demo's memory (about 1 GB per completion in float32)."""
+    n = cfg.train.prompts_per_step * cfg.algo.num_generations * cfg.train.gradient_accumulation_steps
+    return {"per_device_train_batch_size": 1, "gradient_accumulation_steps": n}
+
+
 def run_demo(
-    out: str | Path, steps: int, models: dict[str, Path], overrides: list[str] | None = None
+    out: str | Path,
+    steps: int,
+    models: dict[str, Path],
+    overrides: list[str] | None = None,
+    *,
+    compare: int = DEMO_COMPARE,
+    echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    """Train, then (``compare`` > 0) answer that many demo questions with the base and the trained policy
+    and print and chart the comparison; the result gains ``before_after`` (the summary), ``compare_json``
+    and ``compare_chart``."""
+    import gc
+
     from medix_r1.train.trainer import run_training
 
     cfg = demo_config(out, steps, models, overrides)
-    return run_training(cfg, overwrite=True)
+    result = run_training(cfg, overwrite=True, echo=echo, trainer_args=one_completion_per_pass(cfg))
+    gc.collect()  # the trainer's policy copy and judge go before the comparison loads its own
+    if compare > 0:
+        from medix_r1.train.before_after import compare_policies, render_table, write_before_after
+
+        ba = compare_policies(cfg, result["adapter"], questions=compare)
+        echo(render_table(ba))
+        result["compare_json"], result["compare_chart"] = write_before_after(ba, result["output_dir"])
+        result["before_after"] = ba
+    return result

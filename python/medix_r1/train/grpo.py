@@ -38,6 +38,7 @@ from medix_r1.train.monitors import (
     ground_truths,
     monitor_values,
     pack_rows,
+    reward_columns,
     unpack_rows,
 )
 
@@ -303,6 +304,7 @@ class MedixGRPOTrainer(GRPOTrainer):
             "local_rewards_per_func": local_cpu,
             "texts": texts,
             "answers": answers,
+            "columns": reward_columns(self.reward_funcs),
             "rows": self._gather(packed).numpy(),
         }
         return rewards_per_func
@@ -346,8 +348,9 @@ class MedixGRPOTrainer(GRPOTrainer):
         return out, stats
 
     def _log_round(self, mode: str, last: dict[str, Any], stats: GroupStats) -> None:
-        scores, answers, keys, lengths = unpack_rows(last["rows"])  # the global batch, every process
-        comps = component_means(scores)
+        # the global batch, every process
+        scores, answers, keys, lengths = unpack_rows(last["rows"], last["columns"])
+        comps = component_means(scores, last["columns"])
         mons = monitor_values(scores, answers, keys, lengths, stats.degenerate_fraction)
         metrics = self._metrics[mode]
         for k, v in comps.items():

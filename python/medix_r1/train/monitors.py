@@ -4,7 +4,8 @@ or reward-hacking sign).
 
 Also the per-completion component table the trainer logs from: which reward function supplies which
 component (one composite reward, or TRL's split rewards), and a fixed-width numeric packing of it so that
-several processes can gather their rows with one tensor all-gather instead of pickled dicts.
+several processes can gather their rows with one tensor all-gather instead of pickled dicts. The columns
+come from the component registry (:mod:`medix_r1.rewards.components`) plus the reward's custom components.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ __all__ = [
     "ground_truths",
     "monitor_values",
     "pack_rows",
+    "reward_columns",
     "reward_mode",
     "unpack_rows",
 ]
 
-_COL = {k: i for i, k in enumerate(COMPONENTS)}
 # One packed row: the components, the completion length, a hash of the normalised answer, a hash of the
-# prompt.
+# prompt. ROW_WIDTH is the width with the built-in components only; custom components widen it.
 ROW_WIDTH = len(COMPONENTS) + 3
 
 
@@ -59,8 +60,23 @@ def _mean(values: Sequence[float | None]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def component_means(scores: Sequence[dict[str, Any]]) -> dict[str, float]:
-    return {k: _mean([s.get(k) for s in scores]) for k in COMPONENTS}
+def component_means(
+    scores: Sequence[dict[str, Any]], columns: Sequence[str] = COMPONENTS
+) -> dict[str, float]:
+    return {k: _mean([s.get(k) for s in scores]) for k in columns}
+
+
+def reward_columns(reward_funcs: Sequence[Any]) -> tuple[str, ...]:
+    """The logged reward columns: the built-in ones, then the custom components of the reward functions
+    (a composite's ``extra``, or TRL split custom rewards), each once."""
+    out = list(COMPONENTS)
+    for f in reward_funcs:
+        names = [x.name for x in getattr(f, "extras", ())]
+        comp = _split_component(f)
+        if comp is not None:
+            names.append(comp)
+        out += [k for k in names if k not in out]
+    return tuple(out)
 
 
 def reward_mode(reward_funcs: Sequence[Any]) -> str:
@@ -74,18 +90,10 @@ def reward_mode(reward_funcs: Sequence[Any]) -> str:
 
 
 def _split_component(f: Any) -> str | None:
-    """The component a split TRL reward function returns, None for anything else."""
-    from medix_r1.rewards.trl import EmbeddingReward, FormatReward, LLMJudgeReward, ModalityReward
+    """The component a split TRL reward function returns (its ``component``), None for anything else."""
+    from medix_r1.rewards.trl import SplitReward
 
-    if isinstance(f, FormatReward):
-        return "format"
-    if isinstance(f, ModalityReward):
-        return "modality"
-    if isinstance(f, LLMJudgeReward):
-        return "accuracy_llm"
-    if isinstance(f, EmbeddingReward):
-        return "accuracy_embed"
-    return None
+    return f.component if isinstance(f, SplitReward) else None
 
 
 def component_matrix(
@@ -95,8 +103,8 @@ def component_matrix(
     rewards_per_func: np.ndarray,
     overall: np.ndarray,
 ) -> tuple[np.ndarray, list[str]]:
-    """The components of each completion (rows, columns in ``COMPONENTS`` order, NaN where not applicable
-    or unscorable) and its parsed answer, in the reward's own mode.
+    """The components of each completion (rows, columns in :func:`reward_columns` order, NaN where not
+    applicable or unscorable) and its parsed answer, in the reward's own mode.
 
     ``rewards_per_func`` holds the same rows (one column per reward function), ``overall`` the trainer's
     weighted reward. A single composite reward supplies every component from its ``last_scores``; split
@@ -109,19 +117,21 @@ def component_matrix(
     n = len(texts)
     rpf = np.asarray(rewards_per_func, dtype=np.float64).reshape(n, len(reward_funcs))
     st = analyze(list(texts), list(truths), reward_mode(reward_funcs))
-    out = np.full((n, len(COMPONENTS)), np.nan)
-    out[:, _COL["overall"]] = np.asarray(overall, dtype=np.float64)
-    out[:, _COL["format"]] = st.format
-    out[:, _COL["modality"]] = st.modality
+    columns = reward_columns(reward_funcs)
+    col = {k: i for i, k in enumerate(columns)}
+    out = np.full((n, len(columns)), np.nan)
+    out[:, col["overall"]] = np.asarray(overall, dtype=np.float64)
+    out[:, col["format"]] = st.format
+    out[:, col["modality"]] = st.modality
     for j, f in enumerate(reward_funcs):
         last = getattr(f, "last_scores", None)
         if isinstance(f, CompositeReward) and isinstance(last, list) and len(last) == n:
-            keys = COMPONENTS if len(reward_funcs) == 1 else COMPONENTS[1:]
+            keys = f.columns if len(reward_funcs) == 1 else f.columns[1:]
             for k in keys:
-                out[:, _COL[k]] = [np.nan if s.get(k) is None else float(s[k]) for s in last]
+                out[:, col[k]] = [np.nan if s.get(k) is None else float(s[k]) for s in last]
         comp = _split_component(f)
         if comp is not None:
-            out[:, _COL[comp]] = rpf[:, j]
+            out[:, col[comp]] = rpf[:, j]
     return out, list(st.answers)
 
 
@@ -139,28 +149,34 @@ def _hash48(text: str) -> float:
 def pack_rows(
     components: np.ndarray, lengths: Sequence[int], answers: Sequence[str], prompt_keys: Sequence[str]
 ) -> np.ndarray:
-    """One float64 row per completion (``ROW_WIDTH`` wide) with everything the monitors need."""
+    """One float64 row per completion (one column per component, then 3) with everything the monitors
+    need."""
     n = len(lengths)
-    out = np.empty((n, ROW_WIDTH), dtype=np.float64)
-    out[:, : len(COMPONENTS)] = components
-    out[:, len(COMPONENTS)] = np.asarray(lengths, dtype=np.float64)
-    out[:, len(COMPONENTS) + 1] = [_hash48(_normal(a)) for a in answers]
-    out[:, len(COMPONENTS) + 2] = [_hash48(str(k)) for k in prompt_keys]
+    components = np.asarray(components, dtype=np.float64).reshape(n, -1)
+    c = components.shape[1]
+    out = np.empty((n, c + 3), dtype=np.float64)
+    out[:, :c] = components
+    out[:, c] = np.asarray(lengths, dtype=np.float64)
+    out[:, c + 1] = [_hash48(_normal(a)) for a in answers]
+    out[:, c + 2] = [_hash48(str(k)) for k in prompt_keys]
     return out
 
 
-def unpack_rows(rows: np.ndarray) -> tuple[list[dict[str, Any]], list[str], list[str], list[int]]:
-    """(score dicts, answers, prompt keys, completion lengths) of packed rows; answers and keys come back
-    as hash strings, equal where the originals were equal ("" for an empty answer)."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, ROW_WIDTH)
+def unpack_rows(
+    rows: np.ndarray, columns: Sequence[str] = COMPONENTS
+) -> tuple[list[dict[str, Any]], list[str], list[str], list[int]]:
+    """(score dicts, answers, prompt keys, completion lengths) of packed rows whose components are
+    ``columns``; answers and keys come back as hash strings, equal where the originals were equal ("" for
+    an empty answer)."""
+    c = len(columns)
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, c + 3)
     scores = [
-        {k: (None if math.isnan(float(r[i])) else float(r[i])) for i, k in enumerate(COMPONENTS)}
-        for r in rows
+        {k: (None if math.isnan(float(r[i])) else float(r[i])) for i, k in enumerate(columns)} for r in rows
     ]
-    a_col, k_col = len(COMPONENTS) + 1, len(COMPONENTS) + 2
+    a_col, k_col = c + 1, c + 2
     answers = ["" if r[a_col] == 0 else f"{int(r[a_col]):012x}" for r in rows]
     keys = [f"{int(r[k_col]):012x}" for r in rows]
-    lengths = [int(r[len(COMPONENTS)]) for r in rows]
+    lengths = [int(r[c]) for r in rows]
     return scores, answers, keys, lengths
 
 

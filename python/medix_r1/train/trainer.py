@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1 import errors
+from medix_r1.rewards.components import step_line
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
@@ -281,10 +282,7 @@ def _make_callbacks(out: Path, max_steps: int, echo: Callable[[str], None] | Non
                 f.flush()
             if echo is not None:
                 echo(
-                    f"step {state.global_step:>4}/{max_steps}  overall {_fmt(row.get('reward/overall'))}  "
-                    f"format {_fmt(row.get('reward/format'))}  llm {_fmt(row.get('reward/accuracy_llm'))}  "
-                    f"embed {_fmt(row.get('reward/accuracy_embed'))}  modality "
-                    f"{_fmt(row.get('reward/modality'))}  "
+                    f"step {state.global_step:>4}/{max_steps}  {step_line(row, _fmt)}  "
                     f"| len {_fmt(row.get('monitor/completion_length'))}  "
                     f"degenerate {_fmt(row.get('monitor/degenerate_groups'))}  "
                     f"disagree {_fmt(row.get('monitor/judge_embed_disagreement'))}  "

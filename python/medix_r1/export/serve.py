@@ -1,0 +1,254 @@
+"""``medix serve``: an exported policy GGUF behind the judge server's OpenAI-compatible code (auth, caps,
+deadlines, cancellation), plus what a chat client of a policy needs: streamed replies (server-sent events,
+OpenAI's ``chat.completion.chunk`` layout), an optional llama.cpp LoRA GGUF, and image+text requests when a
+vision projector (mmproj) is loaded.
+
+A thin layer over :mod:`medix_r1.judge.server`: non-streaming text requests take exactly the judge server's
+path; a streaming or image request is parsed and cancelled the same way and decoded on the same single model
+thread.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from medix_r1.errors import BackendError
+from medix_r1.judge import server as _srv
+from medix_r1.judge.server import Generation, JudgeServer
+
+__all__ = ["PolicyServer", "serve_policy"]
+
+_STREAM_KEYS = ("stream", "stream_options")
+
+
+def _has_images(body: Any) -> bool:
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return False
+    for m in body["messages"]:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in c):
+            return True
+    return False
+
+
+class PolicyServer(JudgeServer):
+    """:class:`~medix_r1.judge.server.JudgeServer` for a policy: ``model`` a GGUF, ``mmproj`` its vision
+    projector, ``lora`` a llama.cpp LoRA GGUF applied on top; ``stream: true`` answers as server-sent
+    events."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        mmproj: str | Path | None = None,
+        lora: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        **kw: Any,
+    ) -> None:
+        from medix_r1.llm import LlamaCppChat
+
+        chat = LlamaCppChat(
+            model,
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+            chat_format=chat_format,
+            clip_model_path=mmproj,
+            lora_path=lora,
+        )
+        super().__init__(chat, **kw)
+        base: Any = self.httpd.RequestHandlerClass  # the judge server's handler class
+        self.httpd.RequestHandlerClass = _make_policy_handler(self, base)
+
+    def parse_stream_request(self, body: dict) -> tuple[dict, bool]:
+        """(generation kwargs, include_usage) of a ``stream: true`` request; 400 for what the judge server
+        refuses too."""
+        opts = body.get("stream_options") or {}
+        if not isinstance(opts, dict):
+            raise _srv._BadRequest("`stream_options` must be an object", param="stream_options")
+        kwargs = self.parse_request({k: v for k, v in body.items() if k not in _STREAM_KEYS})
+        if kwargs.get("top_logprobs") is not None:
+            raise _srv._BadRequest("logprobs are not streamed here; ask without stream", param="logprobs")
+        return kwargs, bool(opts.get("include_usage"))
+
+    def image_completion(self, body: dict) -> dict:
+        """An image+text request through llama-cpp-python's multimodal chat handler (the mmproj)."""
+        if not self.chat.supports_images:
+            raise _srv._BadRequest(
+                "this server has no vision projector: start it with --mmproj mmproj-*.gguf for image "
+                "requests",
+                param="messages",
+            )
+        if body.get("stream"):
+            raise _srv._BadRequest("image requests are answered without streaming", param="stream")
+        msgs = []
+        for i, m in enumerate(body["messages"]):
+            if not isinstance(m, dict) or m.get("role") not in _srv.ROLES:
+                raise _srv._BadRequest(
+                    f"messages[{i}].role must be one of {', '.join(_srv.ROLES)}", param="messages"
+                )
+            c = m.get("content")
+            parts = c if isinstance(c, list) else [{"type": "text", "text": c if isinstance(c, str) else ""}]
+            for part in parts:
+                ok = isinstance(part, dict) and (
+                    (part.get("type") == "text" and isinstance(part.get("text"), str))
+                    or (part.get("type") == "image_url" and isinstance(part.get("image_url"), dict))
+                )
+                if not ok:
+                    raise _srv._BadRequest(
+                        f"messages[{i}]: content parts must be text or image_url", param="messages"
+                    )
+            msgs.append({"role": m["role"], "content": parts})
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        max_tokens = (
+            _srv._integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, self.chat.llm.n_ctx()) or 256
+        )
+        temperature = _srv._number(body, "temperature", 1.0, 0.0, 2.0)
+        fut = self._model_thread.submit(
+            lambda: self.chat.chat(msgs, max_tokens=max_tokens, temperature=temperature)
+        )
+        text = fut.result()
+        return self.completion(Generation(str(text), "stop", 0, 0), False)
+
+
+def _chunk(
+    rid: str, created: int, model: str, delta: dict, finish: str | None, usage: dict | None = None
+) -> bytes:
+    payload: dict[str, Any] = {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
+    }
+    if usage is not None:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode("utf-8") + b"\n\n"
+
+
+def _make_policy_handler(server: PolicyServer, base: type) -> type:
+    class Handler(base):  # type: ignore[misc, valid-type]
+        server_version = "medix-serve"
+
+        def do_POST(self) -> None:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path not in ("/v1/chat/completions", "/chat/completions"):
+                super().do_POST()
+                return
+            try:
+                raw = self._read_body()
+            except (TimeoutError, OSError):
+                self.close_connection = True
+                return
+            if raw is None:
+                return
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):
+                body = None
+            streaming = isinstance(body, dict) and body.get("stream") is True
+            images = _has_images(body)
+            if not streaming and not images:
+                # The judge server's own path, unchanged: hand it the body it would have read.
+                real: Any = self.rfile  # type: ignore[has-type]
+                self.rfile = io.BufferedReader(io.BytesIO(raw))
+                try:
+                    super().do_POST()
+                finally:
+                    self.rfile = real
+                return
+            if not self._authorised():
+                return
+            assert isinstance(body, dict)
+            try:
+                if images:
+                    payload = server.image_completion(body)
+                    server.served += 1
+                    self._send(200, payload)
+                    return
+                kwargs, include_usage = server.parse_stream_request(body)
+            except _srv._BadRequest as e:
+                self._error(e.status, str(e), param=e.param, code=e.code)
+                return
+            except BackendError as e:
+                self._error(500, str(e), kind="server_error")
+                return
+            self._stream(kwargs, include_usage)
+
+        def _stream(self, kwargs: dict, include_usage: bool) -> None:
+            pieces: queue.Queue[str] = queue.Queue()
+            job = _srv._Job({**kwargs, "on_text": pieces.put})
+            try:
+                fut = server.submit(job)
+            except _srv._BadRequest as e:
+                self._error(e.status, str(e), param=e.param, code=e.code)
+                return
+            rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+            self.close_connection = True  # the body ends when the connection does (no Content-Length)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(
+                    _chunk(rid, created, server.model_name, {"role": "assistant", "content": ""}, None)
+                )
+                self.wfile.flush()
+                while True:
+                    try:
+                        piece = pieces.get(timeout=0.1)
+                    except queue.Empty:
+                        if fut.done() and pieces.empty():
+                            break
+                        if _srv._client_gone(self.connection):
+                            raise ConnectionResetError from None
+                        continue
+                    self.wfile.write(_chunk(rid, created, server.model_name, {"content": piece}, None))
+                    self.wfile.flush()
+                try:
+                    gen: Generation = fut.result()
+                except BackendError as e:
+                    err = {"error": {"message": str(e), "type": "server_error"}}
+                    self.wfile.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+                    return
+                self.wfile.write(_chunk(rid, created, server.model_name, {}, gen.finish_reason))
+                if include_usage:
+                    usage = {
+                        "prompt_tokens": gen.prompt_tokens,
+                        "completion_tokens": gen.completion_tokens,
+                        "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+                    }
+                    self.wfile.write(_chunk(rid, created, server.model_name, {}, None, usage))
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                server.served += 1
+            except (ConnectionError, TimeoutError, OSError, _srv.Cancelled):
+                job.gone.set()  # the model thread stops at its next token
+                fut.cancel()
+                server.cancelled += 1
+
+    return Handler
+
+
+def serve_policy(model: str | Path, *, block: bool = True, **kw: Any) -> PolicyServer:
+    """Serve the policy ``model`` (``kw`` go to :class:`PolicyServer`); ``block=False`` returns the running
+    server (call ``.close()``); ``port=0`` picks a free port."""
+    srv = PolicyServer(model, **kw)
+    if not block:
+        srv.start()
+        return srv
+    try:
+        srv.serve_forever()
+    finally:
+        srv.close()
+    return srv
