@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -92,7 +93,7 @@ _WORKER_MAIN = "from medix_r1.judge.supervised import main; main()"
 class _Worker:
     """One judge worker process and our end of its socket."""
 
-    def __init__(self, config: JudgeConfig, env: dict[str, str], startup_timeout: float) -> None:
+    def __init__(self, config: JudgeConfig, rule: str, env: dict[str, str], startup_timeout: float) -> None:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
@@ -119,7 +120,7 @@ class _Worker:
             os.replace(tmp, path)
         log.info("judge worker process %d started", self.pid)
         try:
-            self.send(("init", config))
+            self.send(("init", config, rule))
             msg = self.recv(startup_timeout, "while loading the model")
         except WorkerDied:
             self.kill()
@@ -192,6 +193,7 @@ class SupervisedJudge(_CachingJudge):
         self,
         config: JudgeConfig,
         *,
+        rule: str = "strict",
         env: dict[str, str] | None = None,
         respawns: int = 2,
         reply_timeout: float = 300.0,
@@ -204,6 +206,7 @@ class SupervisedJudge(_CachingJudge):
         errors.check_model_path(config.model, "llama.cpp model", GGUF_HOW)  # fail here, not in a child
         super().__init__(config.cache_size)
         self.config = config
+        self.rule = rule  # "reference": the authors' verdict rule (ReferenceJudge) in the worker
         self.env = worker_env(config, env)
         self.respawns = respawns
         self.reply_timeout = reply_timeout
@@ -226,7 +229,7 @@ class SupervisedJudge(_CachingJudge):
 
     def _start(self) -> _Worker:
         self.starts += 1
-        self._worker = _Worker(self.config, self.env, self.startup_timeout)
+        self._worker = _Worker(self.config, self.rule, self.env, self.startup_timeout)
         return self._worker
 
     def _died(self, reason: str, budget_left: int) -> None:
@@ -239,9 +242,18 @@ class SupervisedJudge(_CachingJudge):
         else:
             log.warning("%s; no fresh judge process left for this batch", reason)
 
+    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        if self.rule == "reference":  # pairs exactly as given, as the in-process ReferenceJudge takes them
+            from medix_r1.judge.reference import ReferenceJudge
+
+            return ReferenceJudge.judge(self, pairs)  # type: ignore[arg-type]
+        return super().judge(pairs)
+
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         # LocalJudge's order: sorted by ground truth, so a group shares the ground truth's KV cache.
-        order = sorted(range(len(keys)), key=lambda i: (keys[i][1], keys[i][0]))
+        order = list(range(len(keys)))
+        if self.rule == "strict":
+            order.sort(key=lambda i: (keys[i][1], keys[i][0]))
         out: list[Verdict | None] = [None] * len(keys)
         strikes: dict[int, int] = {}
         budget = self.respawns
@@ -293,13 +305,10 @@ class SupervisedJudge(_CachingJudge):
                 return
             if msg[0] == "bug":
                 raise RuntimeError(f"judge process {w.pid}: {msg[1]}")
-            _, j, p, err = msg
+            _, j, match, p, err = msg
             i = todo[j]
-            if p is None:
-                out[i] = Verdict(None, error=err)
-            else:
-                out[i] = v = Verdict(p > 0.5, p, source="judge")
-                self.cache.put(keys[i], v)
+            out[i] = v = Verdict(match, p, error=err, source="judge")
+            self.cache.put(keys[i], v)  # only decided verdicts are kept
 
     def p_yes(self, predicted: str, ground_truth: str) -> float:
         """P(YES) among {YES, NO} for one pair (no cache, no short-circuit), as LocalJudge.p_yes; a dead
@@ -352,12 +361,16 @@ def main() -> None:
     _crash_if("start")
     try:
         from medix_r1.judge.core import LocalJudge
+        from medix_r1.judge.reference import ReferenceJudge
         from medix_r1.llm import LlamaCppChat, open_backend
 
         backend = open_backend(msg[1])
         if not isinstance(backend, LlamaCppChat):
             raise BackendError("the judge worker runs a local GGUF judge only")
-        judge = LocalJudge(backend, cache_size=0)
+        reference = msg[2] == "reference"
+        judge: LocalJudge | ReferenceJudge = (
+            ReferenceJudge(backend, cache_size=0) if reference else LocalJudge(backend, cache_size=0)
+        )
     except MedixError as e:
         conn.send(("error", e))
         return
@@ -372,10 +385,15 @@ def main() -> None:
         _crash_if("request")
         try:
             for j, (pred, gt) in enumerate(msg[1]):
+                if isinstance(judge, ReferenceJudge):
+                    v = judge._judge_unique([(pred, gt)])[0]
+                    conn.send(("v", j, v.match, v.p_yes, v.error))
+                    continue
                 try:
-                    conn.send(("v", j, judge.p_yes(pred, gt), None))
+                    p = judge.p_yes(pred, gt)
+                    conn.send(("v", j, p > 0.5, p, None))
                 except BackendError as e:  # this pair cannot be judged (context overflow, decode failure)
-                    conn.send(("v", j, None, str(e)))
+                    conn.send(("v", j, None, None, str(e)))
             conn.send(("done",))
         except (BrokenPipeError, ConnectionResetError):
             break  # the supervisor is gone
