@@ -1,10 +1,16 @@
 """Judge throughput on CPU, in-process: LocalJudge's one-token YES/NO decision vs a plain 4-token chat
-completion (what the authors' reward asks a judge for), same model, same prompts, same unique pairs, one run.
+completion (what the authors' reward asks a judge for), same model, same prompts, same unique pairs, one run;
+and the supervised judge (the same LocalJudge in a worker process, what training uses) against it.
 
     python benchmarks/bench_judge.py [--model X.gguf] [--groups 8] [--group-size 5] [--threads 2]
+        [--paths ABCDE] [--cpu-pairs 10] [--busy 4]
 
 Prints pairs/s and ratios; asserts nothing. Also prints how many prompt tokens llama.cpp actually decoded vs
 took from its KV cache (the fixed instruction is a shared prefix; groups share the ground truth too).
+
+Then (``--cpu-pairs``, 0 to skip) the supervised judge with llama.cpp's default threads and OpenMP wait
+policy, with ``--threads`` threads, and with one thread and ``OMP_WAIT_POLICY=PASSIVE`` (set in the worker's
+environment before llama.cpp loads), on an idle machine and with ``--busy`` busy-loop processes started here.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import time
 from pathlib import Path
 
 from bench_reward import authors_messages  # the authors' request layout (instruction, answer, truth)
-from medix_r1.judge import LocalJudge, build_messages
+from medix_r1.judge import JudgeConfig, LocalJudge, build_messages
+from medix_r1.judge.supervised import SupervisedJudge
 
 DEFAULT_MODEL = (
     Path(os.environ.get("MEDIX_TEST_MODELS", Path.home() / ".cache" / "medix-r1" / "test-models"))
@@ -66,18 +73,36 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=2, help="alternating rounds; the best round of each counts"
     )
+    ap.add_argument(
+        "--paths", default="ABCDE", help="which rows to measure (A is always measured: the baseline)"
+    )
+    ap.add_argument(
+        "--cpu-pairs", type=int, default=10, help="pairs per setting in the CPU section (0: skip)"
+    )
+    ap.add_argument("--busy", type=int, default=4, help="busy-loop processes for the loaded CPU runs")
     args = ap.parse_args()
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
+    paths = set(args.paths.upper()) | {"A"}
 
     judge = LocalJudge(args.model, n_ctx=1024, n_threads=args.threads, cache_size=0)
+    supervised = (
+        SupervisedJudge(JudgeConfig(model=args.model, n_ctx=1024, n_threads=args.threads, cache_size=0))
+        if "E" in paths
+        else None
+    )
     llm = judge.chat.llm
     pairs = make_pairs(args.groups, args.group_size)
     assert len(set(pairs)) == len(pairs)
     # Warm both paths (first prompt evaluated in full) on a pair outside the measured set.
     judge.judge([("warm-up answer", "warm-up truth")])
     llm.create_chat_completion(build_messages("warm-up answer", "warm-up truth"), max_tokens=4, temperature=0)
+    if supervised is not None:
+        supervised.judge([("warm-up answer", "warm-up truth")])
 
-    best_judge = best_chat = best_nokv = best_naive = float("inf")
+    inf = float("inf")
+    best_judge = best_chat = best_nokv = best_naive = best_sup = inf
     decoded = reused = 0
+    same = True
     for _ in range(args.repeats):
         e0, r0 = judge.chat.evaluated_tokens, judge.chat.reused_tokens
         t0 = time.perf_counter()
@@ -86,21 +111,33 @@ def main() -> None:
         decoded, reused = judge.chat.evaluated_tokens - e0, judge.chat.reused_tokens - r0
         assert all(v.source == "judge" for v in verdicts)
 
-        t0 = time.perf_counter()
-        for pred, truth in pairs:
-            llm.create_chat_completion(build_messages(pred, truth), max_tokens=4, temperature=0)
-        best_chat = min(best_chat, time.perf_counter() - t0)
+        if supervised is not None:
+            t0 = time.perf_counter()
+            sv = supervised.judge(pairs)
+            best_sup = min(best_sup, time.perf_counter() - t0)
+            same = same and [v.p_yes for v in sv] == [v.p_yes for v in verdicts]
+        if not paths & set("BCD"):
+            continue
 
-        t0 = time.perf_counter()
-        for pred, truth in pairs:
-            judge.chat.reset()  # forget the KV cache: every prompt decoded in full
-            judge.p_yes(pred, truth)
-        best_nokv = min(best_nokv, time.perf_counter() - t0)
+        if "B" in paths:
+            t0 = time.perf_counter()
+            for pred, truth in pairs:
+                llm.create_chat_completion(build_messages(pred, truth), max_tokens=4, temperature=0)
+            best_chat = min(best_chat, time.perf_counter() - t0)
 
-        t0 = time.perf_counter()
-        for pred, truth in pairs:
-            llm.create_chat_completion(authors_messages(pred, truth), max_tokens=4, temperature=0)
-        best_naive = min(best_naive, time.perf_counter() - t0)
+        if "C" in paths:
+            t0 = time.perf_counter()
+            for pred, truth in pairs:
+                judge.chat.reset()  # forget the KV cache: every prompt decoded in full
+                judge.p_yes(pred, truth)
+            best_nokv = min(best_nokv, time.perf_counter() - t0)
+
+        if "D" in paths:
+            t0 = time.perf_counter()
+            for pred, truth in pairs:
+                llm.create_chat_completion(authors_messages(pred, truth), max_tokens=4, temperature=0)
+            best_naive = min(best_naive, time.perf_counter() - t0)
+        judge.chat.reset()  # the next round's A starts from the same (empty) cache state as E's worker
 
     n = len(pairs)
     print(
@@ -111,20 +148,77 @@ def main() -> None:
         ("B  create_chat_completion max_tokens=4, same prompts", best_chat),
         ("C  LocalJudge: 1 token from logits, KV cache reset", best_nokv),
         ("D  create_chat_completion max_tokens=4, authors' layout", best_naive),
+        ("E  SupervisedJudge: A in a worker process (training)", best_sup),
     ]
     for label, t in rows:
-        print(f"{label:55s} {n / t:7.2f} pairs/s  {1000 * t / n:7.1f} ms/pair")
+        if t < inf:
+            print(f"{label:55s} {n / t:7.2f} pairs/s  {1000 * t / n:7.1f} ms/pair")
     ratios = [
         ("A vs B (same prompt, llama-cpp-python reuses its prefix too)", best_chat),
         ("A vs C (what the shared prefix buys)", best_nokv),
         ("A vs D (plain 4-token judge call, the authors' prompt layout)", best_naive),
     ]
     for label, t in ratios:
-        print(f"speed-up {label:62s} {t / best_judge:6.2f}x")
+        if t < inf:
+            print(f"speed-up {label:62s} {t / best_judge:6.2f}x")
+    if supervised is not None:
+        print(
+            f"supervised (E) cost per pair vs in-process (A): {best_sup / best_judge:6.3f}x "
+            f"({1000 * (best_sup - best_judge) / n:+.1f} ms/pair); P(YES) identical: {same}"
+        )
+        supervised.close()
     print(
         f"prompt tokens per pair: {(decoded + reused) / n:.0f}, of which decoded {decoded / n:.1f} and "
         f"reused from the KV cache {reused / n:.1f} ({100 * reused / max(1, decoded + reused):.0f}%)"
     )
+    judge.close()
+    if args.cpu_pairs:
+        bench_cpu_settings(args.model, pairs[: args.cpu_pairs], args.threads, args.busy)
+
+
+def _busy() -> None:
+    while True:
+        pass
+
+
+def bench_cpu_settings(model: str, pairs: list[tuple[str, str]], threads: int, busy: int) -> None:
+    """The supervised judge (a worker process, so OpenMP settings apply before llama.cpp loads) with each
+    thread / wait-policy setting, idle and with ``busy`` busy-loop processes running."""
+    import multiprocessing as mp
+
+    settings = [
+        ("llama.cpp default threads, OpenMP default", {}, None),
+        (f"{threads} threads, OpenMP default", {}, threads),
+        ("1 thread, OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    ]
+    n = len(pairs)
+    for loaded in (False, True):
+        procs = []
+        if loaded:
+            procs = [mp.get_context("spawn").Process(target=_busy, daemon=True) for _ in range(busy)]
+            for p in procs:
+                p.start()
+            time.sleep(2)
+        try:
+            for label, env, n_threads in settings:
+                cfg = JudgeConfig(model=model, n_ctx=1024, n_threads=n_threads, cache_size=0)
+                j = SupervisedJudge(cfg, env=env)
+                try:
+                    j.judge([("warm-up answer", "warm-up truth")])
+                    t0 = time.perf_counter()
+                    j.judge(pairs)
+                    t = time.perf_counter() - t0
+                finally:
+                    j.close()
+                where = f"{busy} busy loops" if loaded else "idle"
+                print(
+                    f"CPU settings, {where:13s} {label:42s} {1000 * t / n:8.1f} ms/pair  "
+                    f"(load {os.getloadavg()[0]:.2f})"
+                )
+        finally:
+            for p in procs:
+                p.terminate()
+                p.join()
 
 
 def bench_sanitize() -> None:

@@ -356,10 +356,10 @@ def make_judge(
     checked against the server's ``/models`` list here, once."""
     if rule not in ("strict", "reference"):
         raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
-    if supervised and rule == "strict" and config.model and not config.url and _may_supervise():
+    if supervised and config.model and not config.url and _may_supervise():
         from medix_r1.judge.supervised import SupervisedJudge
 
-        return SupervisedJudge(config)
+        return SupervisedJudge(config, rule=rule)
     backend = open_backend(config)
     if isinstance(backend, OpenAIChat):
         backend.check_model()

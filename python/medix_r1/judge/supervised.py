@@ -30,9 +30,9 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from medix_r1 import errors
 from medix_r1.errors import BackendError, MedixError
@@ -76,23 +76,33 @@ def worker_env(config: JudgeConfig, extra: dict[str, str] | None = None) -> dict
     library loads, in the worker, so they must be decided here."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the medix_r1 package
-    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
-    # CPU-CHOICE (issue 17 item 5): the one place where the judge worker's llama.cpp threads and OpenMP wait
-    # policy are chosen for the cores actually free. medix_r1.llm.cpu (the `cpu` branch) decides them; when
-    # it lands, apply its choice for `config` here (env vars such as OMP_WAIT_POLICY; threads via the
-    # config the worker opens). Until then the worker runs with llama.cpp's defaults, as in-process.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    # CPU-CHOICE (issue 17 item 5): threads and the OpenMP wait policy are chosen by medix_r1.llm.cpu's
+    # prepare_runtime(), which LlamaCppChat calls before llama_cpp loads: in the worker, so the choice is
+    # made there, for the cores free when the worker starts, and never touches the trainer's own threads.
+    # Variables given here (``extra``) are set before that and win where prepare_runtime respects them.
     env.update(extra or {})
     return env
+
+
+_WORKER_MAIN = "from medix_r1.judge.supervised import main; main()"
 
 
 class _Worker:
     """One judge worker process and our end of its socket."""
 
-    def __init__(self, config: JudgeConfig, env: dict[str, str], startup_timeout: float) -> None:
+    def __init__(self, config: JudgeConfig, rule: str, env: dict[str, str], startup_timeout: float) -> None:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from medix_r1.judge.supervised import main; main()", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-c",
+                    "from medix_r1.judge.supervised import main; main()",
+                    str(theirs.fileno()),
+                ],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -110,7 +120,7 @@ class _Worker:
             os.replace(tmp, path)
         log.info("judge worker process %d started", self.pid)
         try:
-            self.send(("init", config))
+            self.send(("init", config, rule))
             msg = self.recv(startup_timeout, "while loading the model")
         except WorkerDied:
             self.kill()
@@ -130,7 +140,9 @@ class _Worker:
         try:
             if not self.conn.poll(timeout):
                 self.kill()
-                raise WorkerDied(f"judge process {self.pid} gave no answer in {timeout:g} s {doing}; killed it")
+                raise WorkerDied(
+                    f"judge process {self.pid} gave no answer in {timeout:g} s {doing}; killed it"
+                )
             return self.conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError):
             raise WorkerDied(self.death(doing)) from None
@@ -181,6 +193,7 @@ class SupervisedJudge(_CachingJudge):
         self,
         config: JudgeConfig,
         *,
+        rule: str = "strict",
         env: dict[str, str] | None = None,
         respawns: int = 2,
         reply_timeout: float = 300.0,
@@ -193,6 +206,7 @@ class SupervisedJudge(_CachingJudge):
         errors.check_model_path(config.model, "llama.cpp model", GGUF_HOW)  # fail here, not in a child
         super().__init__(config.cache_size)
         self.config = config
+        self.rule = rule  # "reference": the authors' verdict rule (ReferenceJudge) in the worker
         self.env = worker_env(config, env)
         self.respawns = respawns
         self.reply_timeout = reply_timeout
@@ -215,20 +229,31 @@ class SupervisedJudge(_CachingJudge):
 
     def _start(self) -> _Worker:
         self.starts += 1
-        self._worker = _Worker(self.config, self.env, self.startup_timeout)
+        self._worker = _Worker(self.config, self.rule, self.env, self.startup_timeout)
         return self._worker
 
     def _died(self, reason: str, budget_left: int) -> None:
         self._worker = None
         self.deaths.append(reason)
         if budget_left > 0:
-            log.warning("%s; starting a fresh judge process (%d more allowed for this batch)", reason, budget_left - 1)
+            log.warning(
+                "%s; starting a fresh judge process (%d more allowed for this batch)", reason, budget_left - 1
+            )
         else:
             log.warning("%s; no fresh judge process left for this batch", reason)
 
+    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        if self.rule == "reference":  # pairs exactly as given, as the in-process ReferenceJudge takes them
+            from medix_r1.judge.reference import ReferenceJudge
+
+            return ReferenceJudge.judge(self, pairs)  # type: ignore[arg-type]
+        return super().judge(pairs)
+
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         # LocalJudge's order: sorted by ground truth, so a group shares the ground truth's KV cache.
-        order = sorted(range(len(keys)), key=lambda i: (keys[i][1], keys[i][0]))
+        order = list(range(len(keys)))
+        if self.rule == "strict":
+            order.sort(key=lambda i: (keys[i][1], keys[i][0]))
         out: list[Verdict | None] = [None] * len(keys)
         strikes: dict[int, int] = {}
         budget = self.respawns
@@ -261,7 +286,8 @@ class SupervisedJudge(_CachingJudge):
         return self._sent is not None and i in self._sent
 
     def _run(self, keys: list[tuple[str, str]], todo: list[int], out: list[Verdict | None]) -> None:
-        """Judge ``keys[todo]`` on the live worker (starting one if needed), filling ``out`` as verdicts come."""
+        """Judge ``keys[todo]`` on the live worker (starting one if needed), filling ``out`` as verdicts
+        arrive."""
         self._sent = None
         w = self._worker
         if w is not None and not w.alive():
@@ -279,13 +305,10 @@ class SupervisedJudge(_CachingJudge):
                 return
             if msg[0] == "bug":
                 raise RuntimeError(f"judge process {w.pid}: {msg[1]}")
-            _, j, p, err = msg
+            _, j, match, p, err = msg
             i = todo[j]
-            if p is None:
-                out[i] = Verdict(None, error=err)
-            else:
-                out[i] = v = Verdict(p > 0.5, p, source="judge")
-                self.cache.put(keys[i], v)
+            out[i] = v = Verdict(match, p, error=err, source="judge")
+            self.cache.put(keys[i], v)  # only decided verdicts are kept
 
     def p_yes(self, predicted: str, ground_truth: str) -> float:
         """P(YES) among {YES, NO} for one pair (no cache, no short-circuit), as LocalJudge.p_yes; a dead
@@ -338,12 +361,16 @@ def main() -> None:
     _crash_if("start")
     try:
         from medix_r1.judge.core import LocalJudge
+        from medix_r1.judge.reference import ReferenceJudge
         from medix_r1.llm import LlamaCppChat, open_backend
 
         backend = open_backend(msg[1])
         if not isinstance(backend, LlamaCppChat):
             raise BackendError("the judge worker runs a local GGUF judge only")
-        judge = LocalJudge(backend, cache_size=0)
+        reference = msg[2] == "reference"
+        judge: LocalJudge | ReferenceJudge = (
+            ReferenceJudge(backend, cache_size=0) if reference else LocalJudge(backend, cache_size=0)
+        )
     except MedixError as e:
         conn.send(("error", e))
         return
@@ -358,14 +385,18 @@ def main() -> None:
         _crash_if("request")
         try:
             for j, (pred, gt) in enumerate(msg[1]):
+                if isinstance(judge, ReferenceJudge):
+                    v = judge._judge_unique([(pred, gt)])[0]
+                    conn.send(("v", j, v.match, v.p_yes, v.error))
+                    continue
                 try:
-                    conn.send(("v", j, judge.p_yes(pred, gt), None))
+                    p = judge.p_yes(pred, gt)
+                    conn.send(("v", j, p > 0.5, p, None))
                 except BackendError as e:  # this pair cannot be judged (context overflow, decode failure)
-                    conn.send(("v", j, None, str(e)))
+                    conn.send(("v", j, None, None, str(e)))
             conn.send(("done",))
         except (BrokenPipeError, ConnectionResetError):
             break  # the supervisor is gone
         except Exception:  # a bug: report it with its traceback, stay up
             conn.send(("bug", traceback.format_exc()[-4000:]))
     judge.close()
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -130,6 +131,17 @@ def install_cpu_logprob() -> bool:
 
 
 JudgeOutageError = errors.JudgeOutageError  # one type for the whole package (medix_r1.errors)
+
+
+def _resume_command() -> str:
+    """This run's own ``medix train`` command with ``--resume``, or the general form."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv)
+    if len(argv) > 1 and argv[1] == "train" and os.path.basename(argv[0]) in ("medix", "cli.py"):
+        return "medix " + shlex.join([*argv[1:], *([] if "--resume" in argv else ["--resume"])])
+    return "medix train --config RUN.yaml --resume"
 
 
 @contextlib.contextmanager
@@ -279,7 +291,7 @@ class MedixGRPOTrainer(GRPOTrainer):
                     f"the judge failed {attempt + 1} times in a row at step "
                     f"{self.state.global_step}: {what}. "
                     f"A checkpoint was written to {where}; fix the judge and run the same command "
-                    "with --resume."
+                    f"with --resume ({_resume_command()})."
                 ) from failure
             wait = self.medix_retry_wait * (2**attempt)
             log.warning(

@@ -42,7 +42,9 @@ ADAPTER_DIR = "adapter"
 
 
 def build_reward(cfg: RunConfig) -> CompositeReward:
-    return CompositeReward(cfg.reward)
+    reward = CompositeReward(cfg.reward)
+    _ = reward.judge  # start the judge (a supervised worker process) now: one that cannot load fails here
+    return reward
 
 
 def prepare_rows(cfg: RunConfig, *, report: Callable[[str], None] = print) -> tuple[list[dict], Path]:
