@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from medix_r1.rewards.composite import COMPONENTS
 
 
@@ -104,12 +103,11 @@ def test_an_untrained_adapter_changes_no_answer(gguf_path, minilm_onnx_dir, tmp_
     """The real path: base and adapter answers from the tiny policy, scored by the real judge and embedder. A
     fresh LoRA adapter (its B matrices are zero) is the base policy, so every greedy answer and score is the
     same."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from medix_r1.train.backends import peft_lora_config, resolve_policy_path
     from medix_r1.train.before_after import compare_policies, render_table
     from medix_r1.train.demo import demo_config
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
 
     models = {"policy": gguf_path, "judge": gguf_path, "embedder": minilm_onnx_dir}
     cfg = demo_config(tmp_path / "out", 1, models, ["--algo.max_completion_length=24", "--train.threads=2"])

@@ -113,6 +113,9 @@ def demo_config(
         f"--reward.judge.model={models['judge']}",
         f"--reward.judge.n_threads={n_threads}",
         f"--reward.embed.model={models['embedder']}",
+        # A step embeds a handful of short answers: one ONNX Runtime thread does it in milliseconds, and a
+        # second only spins against torch's threads for the same cores.
+        "--reward.embed.threads=1",
         *DEMO_REWARD,
     ]
     cfg = load_config(None, base + list(overrides or []))
