@@ -30,7 +30,7 @@ __all__ = [
 DEMO_STEPS = 12  # `medix demo`'s default: the format reward has reached ~1 by then
 DEMO_GROUP = 4
 DEMO_COMPLETION_TOKENS = 64
-DEMO_COMPARE = 12  # questions answered by the base and the trained policy at the end (0: no comparison)
+DEMO_COMPARE = 8  # questions answered by the base and the trained policy at the end (0: no comparison)
 
 # The demo's own reward settings (`medix train` keeps the paper's). With the embedded tiny models the paper's
 # binary components carry no signal: the 135M judge says YES to nearly every answer and MiniLM's cosine for a
