@@ -165,7 +165,7 @@ def test_demo_config_is_valid_and_keeps_the_users_choices(tmp_path: Path):
 
     models = {"policy": tmp_path / "p.gguf", "judge": tmp_path / "j.gguf", "embedder": tmp_path / "onnx"}
     cfg = demo_config(tmp_path / "out", DEMO_STEPS, models)
-    assert cfg.train.max_steps == DEMO_STEPS and cfg.data.few_shot == 1
+    assert cfg.train.max_steps == DEMO_STEPS and cfg.data.few_shot == 2
     assert "<think>" in cfg.data.system_prompt
     ov = ["--data.reasoning_tag=thinking", "--algo.num_generations=6"]
     cfg = demo_config(tmp_path / "out", 3, models, ov)

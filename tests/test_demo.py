@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from medix_r1.rewards.composite import COMPONENTS
 
 
@@ -104,12 +103,11 @@ def test_an_untrained_adapter_changes_no_answer(gguf_path, minilm_onnx_dir, tmp_
     """The real path: base and adapter answers from the tiny policy, scored by the real judge and embedder. A
     fresh LoRA adapter (its B matrices are zero) is the base policy, so every greedy answer and score is the
     same."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from medix_r1.train.backends import peft_lora_config, resolve_policy_path
     from medix_r1.train.before_after import compare_policies, render_table
     from medix_r1.train.demo import demo_config
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
 
     models = {"policy": gguf_path, "judge": gguf_path, "embedder": minilm_onnx_dir}
     cfg = demo_config(tmp_path / "out", 1, models, ["--algo.max_completion_length=24", "--train.threads=2"])
@@ -140,3 +138,16 @@ def test_demo_command_ends_with_the_before_after_table(gguf_path, minilm_onnx_di
     data = json.loads((out / "before_after.json").read_text())
     assert data["questions"] == 2 and set(data["components"]) == set(COMPONENTS)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_demo_checks_overrides_on_top_of_its_own_settings(tmp_path: Path, monkeypatch, capsys):
+    """A judge option alone is fine (the demo names the judge); a bad value fails before any model loads."""
+    from medix_r1.cli import main
+
+    monkeypatch.setenv("MEDIX_TEST_MODELS", str(tmp_path / "no-models"))
+    out = str(tmp_path / "o")
+    assert main(["demo", "--out", out, "--reward.judge.n_threads=1", "--algo.num_generations=1"]) == 2
+    assert "algo.num_generations: got 1" in capsys.readouterr().err
+    assert main(["demo", "--out", out, "--reward.judge.n_threads=1"]) == 2
+    err = capsys.readouterr().err
+    assert "demo policy (GGUF)" in err and "reward.judge" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
     import time
 
     from medix_r1.errors import UserError
-    from medix_r1.train.config import collect_overrides, load_config
+    from medix_r1.train.config import collect_overrides
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
@@ -54,8 +55,12 @@ def _demo(args: argparse.Namespace) -> int:
     from medix_r1.bundle import resolve_bundle
 
     resolve_bundle(args, policy="policy", judge="judge", embed="embedder")
-    load_config(None, collect_overrides(args))  # a bad override fails here, before any model is touched
-    from medix_r1.train.demo import find_test_models, run_demo
+    from medix_r1.train.demo import demo_config, find_test_models, run_demo
+
+    # A bad override fails here, before any model is touched; checked on top of the demo's own settings, so
+    # e.g. --reward.judge.n_threads=1 alone is fine (the demo names the judge).
+    placeholder = {k: Path(k) for k in ("policy", "judge", "embedder")}
+    demo_config(args.out, args.steps, placeholder, collect_overrides(args))
 
     # MissingModelError / ConfigError / DataError are MedixErrors: the CLI prints them and exits 2.
     models = find_test_models(args.policy, args.judge, args.embedder)

@@ -87,7 +87,9 @@ def _mean(vals: Sequence[float | None]) -> float | None:
 
 
 def summarize(
-    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], items: list[dict[str, Any]] | None = None
+    before: Sequence[dict[str, Any]],
+    after: Sequence[dict[str, Any]],
+    items: list[dict[str, Any]] | None = None,
 ) -> BeforeAfter:
     """Component means and per-question better/worse counts from two lists of composite scores (one dict per
     question, the same questions in the same order)."""
@@ -177,7 +179,9 @@ def plot_before_after(ba: BeforeAfter, out_png: str | Path, title: str = "") -> 
     return out
 
 
-def _generate(model: Any, tok: Any, prompts: list[list[dict[str, Any]]], max_new: int, batch: int) -> list[str]:
+def _generate(
+    model: Any, tok: Any, prompts: list[list[dict[str, Any]]], max_new: int, batch: int
+) -> list[str]:
     import torch
 
     texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
@@ -241,14 +245,14 @@ def compare_policies(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    base_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+    model: Any = PeftModel.from_pretrained(base_model, str(adapter_dir))
     model.eval()
     n_new = cfg.algo.max_completion_length
     after_texts = _generate(model, tok, prompts, n_new, batch_size)
     with model.disable_adapter():
         before_texts = _generate(model, tok, prompts, n_new, batch_size)
-    del model
+    del model, base_model
 
     own = reward is None
     rw = reward if reward is not None else CompositeReward(cfg.reward)

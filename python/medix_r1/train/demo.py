@@ -30,7 +30,7 @@ __all__ = [
 DEMO_STEPS = 12  # `medix demo`'s default: the format reward has reached ~1 by then
 DEMO_GROUP = 4
 DEMO_COMPLETION_TOKENS = 64
-DEMO_COMPARE = 12  # questions answered by the base and the trained policy at the end (0: no comparison)
+DEMO_COMPARE = 8  # questions answered by the base and the trained policy at the end (0: no comparison)
 
 # The demo's own reward settings (`medix train` keeps the paper's). With the embedded tiny models the paper's
 # binary components carry no signal: the 135M judge says YES to nearly every answer and MiniLM's cosine for a
@@ -113,6 +113,9 @@ def demo_config(
         f"--reward.judge.model={models['judge']}",
         f"--reward.judge.n_threads={n_threads}",
         f"--reward.embed.model={models['embedder']}",
+        # A step embeds a handful of short answers: one ONNX Runtime thread does it in milliseconds, and a
+        # second only spins against torch's threads for the same cores.
+        "--reward.embed.threads=1",
         *DEMO_REWARD,
     ]
     cfg = load_config(None, base + list(overrides or []))
