@@ -123,7 +123,7 @@ def test_a_judge_that_cannot_start_is_a_clear_error(gguf_path, tmp_path, monkeyp
         SupervisedJudge(_config(tmp_path / "absent.gguf"))
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf at all")
-    with pytest.raises(BackendError, match="bad.gguf"):  # the canary or the loader names the file
+    with pytest.raises(BackendError, match=r"bad\.gguf"):  # the canary or the loader names the file
         SupervisedJudge(_config(bad))
     monkeypatch.setenv(CRASH_ENV, "start")
     with pytest.raises(BackendError, match="died while loading the model: SIGSEGV"):

@@ -352,7 +352,7 @@ def make_judge(
     (:class:`~medix_r1.judge.supervised.SupervisedJudge`), so a native crash is an outage, not the end of
     the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging).
     ``rule="reference"``: the authors' verdict rule (:class:`~medix_r1.judge.reference.ReferenceJudge`;
-    ``logprobs`` asks a server for P(YES) too; in-process only for now). A server judge's model name is
+    ``logprobs`` asks a server for P(YES) too). A server judge's model name is
     checked against the server's ``/models`` list here, once."""
     if rule not in ("strict", "reference"):
         raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
