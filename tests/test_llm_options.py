@@ -17,6 +17,7 @@ COMMANDS = [
     ["eval", "run"],
     ["eval", "generate"],
     ["judge", "serve"],
+    ["serve"],
     ["judge", "validate"],
     ["judge", "inspect"],
     ["doctor"],
@@ -53,7 +54,8 @@ def test_same_option_same_default_in_every_command(capsys):
     for flag, want in (("--judge-n-ctx", "4096"), ("--judge-n-gpu-layers", "0")):
         assert set(seen[flag]) >= {"reward score", "eval judge", "judge serve", "judge validate"}, seen[flag]
         assert set(seen[flag].values()) == {want}
-    assert set(seen["--n-ctx"]) >= {"eval generate", "eval run"} and set(seen["--n-ctx"].values()) == {"4096"}
+    assert set(seen["--n-ctx"]) >= {"eval generate", "eval run", "serve"}
+    assert set(seen["--n-ctx"].values()) == {"4096"}
 
 
 def test_every_model_command_takes_bundle_and_the_cpu_option(capsys):

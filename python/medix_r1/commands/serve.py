@@ -7,6 +7,7 @@ import os
 import sys
 
 API_KEY_ENV = "MEDIX_SERVE_API_KEY"
+SERVE_LLM = ("n_ctx", "n_threads", "n_gpu_layers")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lora", metavar="F.gguf", help="a llama.cpp LoRA GGUF applied on --model")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
-    s.add_argument("--n-ctx", type=int, default=4096, metavar="N", help="context size in tokens")
-    s.add_argument("--n-gpu-layers", type=int, default=0, metavar="N", help="layers on the GPU (-1: all)")
-    s.add_argument("--n-threads", type=int, default=None, metavar="N", help="CPU threads")
+    from medix_r1.llm.options import add_llm_options
+
+    # --n-ctx, --n-threads, --n-gpu-layers and --llama-extra-buffers: the one declaration of the LLM options
+    add_llm_options(s, prefix="", names=SERVE_LLM)
     s.add_argument("--chat-format", default=None, help="llama-cpp-python chat format (default: the GGUF's)")
     s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
     s.add_argument(
@@ -36,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"require `Authorization: Bearer KEY` (default: ${API_KEY_ENV} when set; prefer the variable)",
     )
     s.add_argument("--max-connections", metavar="N", type=int, default=64, help="open connections at most")
+    s.add_argument(
+        "--max-per-client",
+        metavar="N",
+        type=int,
+        default=16,
+        help="open connections from one client address (beyond: 429)",
+    )
     s.add_argument("--max-queue", metavar="N", type=int, default=32, help="requests waiting at most")
     s.add_argument("--timeout", metavar="S", type=float, default=30.0, help="seconds a connection may idle")
     s.add_argument("--max-body", metavar="N", type=int, default=8 * 1024 * 1024, help="largest body in bytes")
@@ -67,9 +76,14 @@ def _serve(args: argparse.Namespace) -> int:
             args.mmproj = mm
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    if args.n_ctx < 256:
-        raise UserError(f"--n-ctx must be >= 256, got {args.n_ctx}")
-    for flag in ("max_connections", "max_queue", "max_body"):
+    from medix_r1.llm import BackendConfig
+    from medix_r1.llm.options import llm_overrides
+
+    try:  # checked (and defaulted) as every command's LLM options are
+        llm = BackendConfig(model=args.model, **llm_overrides(args, prefix="", names=SERVE_LLM))
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    for flag in ("max_connections", "max_queue", "max_body", "max_per_client"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.timeout > 0:
@@ -80,9 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
             args.model,
             mmproj=args.mmproj,
             lora=args.lora,
-            n_ctx=args.n_ctx,
-            n_gpu_layers=args.n_gpu_layers,
-            n_threads=args.n_threads,
+            n_ctx=llm.n_ctx,
+            n_gpu_layers=llm.n_gpu_layers,
+            n_threads=llm.n_threads,
             chat_format=args.chat_format,
             host=args.host,
             port=args.port,
@@ -92,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             timeout=args.timeout,
             max_body=args.max_body,
+            max_per_client=args.max_per_client,
         )
     except (MissingModelError, BackendError) as e:
         raise UserError(str(e)) from e
