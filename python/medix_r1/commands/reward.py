@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument(
         "--judge-concurrency", type=int, metavar="N", help="requests in flight against --judge-url"
     )
+    j.add_argument(
+        "--judge-reference-prompt", metavar="FILE",
+        help="--mode reference: the judge prompt template ({predicted}, {ground_truth}), e.g. a copy of the "
+        "prompt in the authors' medical.py, which reproduces their numbers exactly (default: our wording)",
+    )  # fmt: skip
     j.add_argument("--soft-judge", action="store_true", default=None, help="reward P(YES) instead of 0/1")
     j.add_argument(
         "--max-unscorable",
@@ -142,6 +147,8 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
         judge["n_gpu_layers"] = args.judge_n_gpu_layers
     if args.judge_api_key_env is not None:
         judge["api_key_env"] = args.judge_api_key_env
+    if args.judge_reference_prompt is not None:
+        judge["reference_prompt"] = args.judge_reference_prompt
     if args.judge_name and not judge.get("url"):
         raise ValueError("--judge-name goes with --judge-url")
     for key, value in (
