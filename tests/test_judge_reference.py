@@ -154,7 +154,7 @@ def test_soft_reference_judge_asks_for_logprobs(scripted):
     assert handler.bodies[0]["logprobs"] is True and handler.bodies[0]["max_tokens"] == 4
 
 
-# -- judge.reference_prompt: the user's template file (e.g. a copy of the authors' prompt) ---------------------
+# -- judge.reference_prompt: the user's template file (e.g. a copy of the authors' prompt) ------------------
 
 
 def _cfg(url: str, prompt) -> dict:
@@ -183,7 +183,9 @@ def test_reference_prompt_file_reaches_the_judge(scripted, tmp_path):
     assert build_config(args).judge.reference_prompt == str(f)
     env = {"MEDIX_JUDGE_URL": url, "MEDIX_JUDGE_NAME": "judge-x", "MEDIX_REFERENCE_PROMPT": str(f)}
     assert easyr1.config_from_env(environ=env).judge.reference_prompt == str(f)
-    assert easyr1.config_from_env(environ={**env, "MEDIX_REFERENCE_PROMPT": ""}).judge.reference_prompt is None
+    assert (
+        easyr1.config_from_env(environ={**env, "MEDIX_REFERENCE_PROMPT": ""}).judge.reference_prompt is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -215,9 +217,11 @@ def test_reference_prompt_missing_or_unreadable_file(tmp_path, capsys):
 
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"response": "x", "ground_truth": "<X_RAY> y"}) + "\n")
+    out = str(tmp_path / "o.jsonl")
     rc = main(
-        ["reward", "score", "--input", str(inp), "--output", str(tmp_path / "o.jsonl"), "--mode", "reference",
-         "--judge-url", "http://127.0.0.1:9/v1", "--judge-name", "j", "--judge-reference-prompt", str(missing)]
+        ["reward", "score", "--input", str(inp), "--output", out, "--mode", "reference",
+         "--judge-url", "http://127.0.0.1:9/v1", "--judge-name", "j",
+         "--judge-reference-prompt", str(missing)]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "nope.txt: no such file" in err and len(err.strip().splitlines()) == 1, err

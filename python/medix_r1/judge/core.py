@@ -383,9 +383,7 @@ def make_judge(
     if isinstance(backend, OpenAIChat):
         backend.check_model()
     if rule == "reference":
-        from medix_r1.judge.reference import ReferenceJudge
-
-        from medix_r1.judge.reference import load_reference_prompt
+        from medix_r1.judge.reference import ReferenceJudge, load_reference_prompt
 
         prompt = load_reference_prompt(config.reference_prompt) if config.reference_prompt else None
         return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs, prompt=prompt)

@@ -132,9 +132,7 @@ def warn_own_wording() -> None:
         print(f"medix: {line}", file=sys.stderr, flush=True)
 
 
-def reference_messages(
-    predicted: str, ground_truth: str, template: str = REFERENCE_PROMPT
-) -> list[dict]:
+def reference_messages(predicted: str, ground_truth: str, template: str = REFERENCE_PROMPT) -> list[dict]:
     """Their chat messages for one pair: a single user message, the texts as given."""
     return [{"role": "user", "content": fill_prompt(template, predicted, ground_truth)}]
 
