@@ -127,8 +127,9 @@ def warn_own_wording() -> None:
         "(judge.reference_prompt, MEDIX_REFERENCE_PROMPT), FILE holding a copy of the prompt in their "
         "medical.py"
     )
-    log.warning(line)
-    if not logging.getLogger().handlers:  # no logging configured (the CLI): one line on stderr
+    if log.hasHandlers():
+        log.warning(line)
+    else:  # no logging configured (the CLI): one line on stderr, in the CLI's own form
         print(f"medix: {line}", file=sys.stderr, flush=True)
 
 
