@@ -10,9 +10,10 @@ Batch: ``--prompts`` questions x ``--group-size`` completions, with the duplicat
     answer and of the ground truth, one text per call. sentence-transformers is not installed here, so its
     per-item ``encode`` is emulated with transformers on the same checkpoint (tokenize one text, forward,
     mean pooling, L2 normalisation: what sentence-transformers does for this model). The judge prompt has the
-    authors' layout (one user message: the instruction, then ``Predicted:`` and ``Ground Truth:`` lines; our
-    wording, their order). (1b) is the same call pattern with our prompt (ground truth before the answer, the
-    answer last), which costs the baseline fewer tokens; both get the server's prefix KV reuse.
+    authors' layout (one user message: the instruction, then the answer and the ground truth lines, in
+    reference mode's default wording, ours). (1b) is the same call pattern with our prompt (ground truth
+    before the answer, the answer last), which costs the baseline fewer tokens; both get the server's prefix
+    KV reuse.
 (2) CompositeReward: one call for the batch; the judge in-process (LocalJudge: one forward pass per unique
     pair, YES/NO read from the logits, prefix KV cache) and fastembed over the exported ONNX model, batched,
     each distinct text once. Also (2b) with RemoteJudge against the same server (concurrent requests, one
@@ -139,18 +140,12 @@ def _authors_answer(s: str) -> str:
     return (m.group(1) if m else s).strip().strip(".")
 
 
-AUTHORS_LAYOUT = (
-    "You are a helpful assistant.\n"
-    'Compare the predicted answer with the ground truth answer. If their content matches, reply "YES"; '
-    'otherwise reply "NO". Begin your reply with "YES" or "NO" in capitals.\n\n'
-    "Predicted:{predicted}\nGround Truth:{ground_truth}\n"
-)
-
-
 def authors_messages(predicted: str, ground_truth: str) -> list[dict]:
-    """The authors' judge request layout: one user message, instruction first, the answer, then the truth."""
-    user = AUTHORS_LAYOUT.format(predicted=predicted, ground_truth=ground_truth)
-    return [{"role": "user", "content": user}]
+    """The authors' judge request layout (one user message: instruction, the answer, then the truth), in this
+    project's wording: reference mode's default prompt."""
+    from medix_r1.judge.reference import reference_messages
+
+    return reference_messages(predicted, ground_truth)
 
 
 def baseline(

@@ -204,23 +204,34 @@ def reference_compute_score(
 
 # --- reference mode, the judge call: the authors' request and their reading of the reply, restated ---------
 # (their create_prompt / chat_with_vllm / llm_answer_match; written here independently of
-# medix_r1.judge.reference so that a slip in either shows up as a difference)
-def reference_judge_prompt(predict: str, ground_truth: str) -> str:
-    return (
-        "You are a helpful assistant.\n"
-        'Given a predicted answer and the ground truth answer, respond with exactly "YES" if the content '
-        'matches, otherwise respond with "NO".\n'
-        'Start your response with "YES" or "NO" in uppercase.\n\n'
-        f"Predicted:{predict}\n"
-        f"Ground Truth:{ground_truth}\n"
-    )
+# medix_r1.judge.reference so that a slip in either shows up as a difference). The prompt's text is a
+# parameter: their wording is not copied here; both sides are run with the same template (this project's
+# default, or TEST_TEMPLATE below, or a user's copy of theirs).
+
+# A template of the tests' own, with text that str.format would choke on and a marker to look for.
+TEST_TEMPLATE_MARKER = "zq-test-template-7F3A"
+TEST_TEMPLATE = (
+    f"[{TEST_TEMPLATE_MARKER}] Same finding? {{0}} {{predicted_x}} {{}} }}{{ Say YES or NO.\n"
+    "first={predicted}\n"
+    "second={ground_truth}\n"
+    "YES/NO:"
+)
 
 
-def reference_judge_request(predict: str, ground_truth: str, model: str) -> dict:
+def reference_judge_prompt(predict: str, ground_truth: str, template: str) -> str:
+    """``template`` with its one ``{predicted}`` and one ``{ground_truth}`` filled in, by slicing."""
+    i, j = template.index("{predicted}"), template.index("{ground_truth}")
+    assert template.count("{predicted}") == 1 and template.count("{ground_truth}") == 1
+    if i < j:
+        return template[:i] + predict + template[i + 11 : j] + ground_truth + template[j + 14 :]
+    return template[:j] + ground_truth + template[j + 14 : i] + predict + template[i + 11 :]
+
+
+def reference_judge_request(predict: str, ground_truth: str, model: str, template: str) -> dict:
     """The JSON body their code POSTs to ``/v1/chat/completions``."""
     return {
         "model": model,
-        "messages": [{"role": "user", "content": reference_judge_prompt(predict, ground_truth)}],
+        "messages": [{"role": "user", "content": reference_judge_prompt(predict, ground_truth, template)}],
         "max_tokens": 4,
         "temperature": 0.0,
         "chat_template_kwargs": {"enable_thinking": False},
@@ -228,7 +239,7 @@ def reference_judge_request(predict: str, ground_truth: str, model: str) -> dict
     }
 
 
-def reference_ask_server(url: str, model: str):
+def reference_ask_server(url: str, model: str, template: str):
     """``ask_judge`` for :func:`reference_compute_score`: their HTTP call (``requests``, raise on an HTTP
     error) against an OpenAI-compatible ``url`` ending in ``/chat/completions``."""
     import requests
@@ -237,7 +248,7 @@ def reference_ask_server(url: str, model: str):
         r = requests.post(
             url,
             headers={"Content-Type": "application/json"},
-            json=reference_judge_request(predict, ground_truth, model),
+            json=reference_judge_request(predict, ground_truth, model, template),
             timeout=120,
         )
         r.raise_for_status()

@@ -14,12 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-from medix_r1.errors import BackendError
+from medix_r1.errors import BackendError, ConfigError
 from medix_r1.judge import JudgeConfig, ReferenceJudge, make_judge
-from medix_r1.judge.reference import reply_says_yes, request_body
+from medix_r1.judge import reference as ref
+from medix_r1.judge.reference import REFERENCE_PROMPT, reply_says_yes, request_body
 from medix_r1.llm import OpenAIChat
 from medix_r1.rewards import CompositeReward, RewardConfig
-from oracle import reference_judge_prompt, reference_judge_request
+from oracle import TEST_TEMPLATE, TEST_TEMPLATE_MARKER, reference_judge_prompt, reference_judge_request
+
+TEMPLATES = pytest.mark.parametrize("template", [REFERENCE_PROMPT, TEST_TEMPLATE], ids=["default", "test"])
 
 PAIRS = [
     ("Macular oedema", "Macular edema"),
@@ -74,10 +77,13 @@ def scripted():
     httpd.server_close()
 
 
-def test_request_body_is_theirs():
+@TEMPLATES
+def test_request_body_is_theirs(template):
     for p, g in PAIRS:
-        assert {"model": "m", **request_body(p, g)} == reference_judge_request(p, g, "m")
-        assert request_body(p, g)["messages"][0]["content"] == reference_judge_prompt(p, g)
+        body = request_body(p, g, template=template)
+        assert {"model": "m", **body} == reference_judge_request(p, g, "m", template)
+        assert body["messages"][0]["content"] == reference_judge_prompt(p, g, template)
+    assert request_body("a", "b") == request_body("a", "b", template=REFERENCE_PROMPT)
     soft = request_body("a", "b", logprobs=True)
     assert soft["logprobs"] is True and soft["top_logprobs"] == 20
     assert {k: v for k, v in soft.items() if "logprobs" not in k} == request_body("a", "b")
@@ -101,17 +107,18 @@ def test_reply_reading_is_theirs(reply, yes):
     assert reply_says_yes(reply) == ("YES" in reply.strip().upper())
 
 
-def test_remote_reference_judge_sends_their_request_and_reads_their_way(scripted):
+@TEMPLATES
+def test_remote_reference_judge_sends_their_request_and_reads_their_way(scripted, template):
     handler, url = scripted
     handler.replies = ["Macular oedema", "YES", "no", "yes, it matches"]
-    judge = ReferenceJudge(OpenAIChat(url, "judge-x"))
+    judge = ReferenceJudge(OpenAIChat(url, "judge-x"), prompt=template)
     verdicts = judge.judge(PAIRS)
     assert sorted(map(json.dumps, handler.bodies)) == sorted(
-        json.dumps(reference_judge_request(p, g, "judge-x")) for p, g in PAIRS
+        json.dumps(reference_judge_request(p, g, "judge-x", template)) for p, g in PAIRS
     )
     by_pred = {b["messages"][0]["content"]: i for i, b in enumerate(handler.bodies)}
     for (p, g), v in zip(PAIRS, verdicts):
-        reply = handler.replies[by_pred[reference_judge_prompt(p, g)] % len(handler.replies)]
+        reply = handler.replies[by_pred[reference_judge_prompt(p, g, template)] % len(handler.replies)]
         assert v.match is reply_says_yes(reply) and v.p_yes is None and v.source == "judge"
     # cached: the same pairs again make no request
     n = len(handler.bodies)
@@ -129,7 +136,9 @@ def test_reference_mode_reward_builds_the_reference_judge(scripted):
         ["<OCT_SCAN><thinking>r</thinking><answer>Macular oedema</answer>"], ["<OCT_SCAN> Macular edema"]
     )
     assert isinstance(reward.judge, ReferenceJudge)
-    assert handler.bodies == [reference_judge_request("Macular oedema", "Macular edema", "judge-x")]
+    assert handler.bodies == [
+        reference_judge_request("Macular oedema", "Macular edema", "judge-x", REFERENCE_PROMPT)
+    ]
     assert s["accuracy_llm"] == 0.0 and s["errors"] == []
     # strict mode keeps its own question (one token, log-probs)
     handler.bodies.clear()
@@ -143,6 +152,97 @@ def test_soft_reference_judge_asks_for_logprobs(scripted):
     cfg = RewardConfig(mode="reference", soft_judge=True, judge={"url": url, "name": "judge-x"})
     CompositeReward(cfg).score(["<X_RAY><thinking>r</thinking><answer>ab</answer>"], ["<X_RAY> cd"])
     assert handler.bodies[0]["logprobs"] is True and handler.bodies[0]["max_tokens"] == 4
+
+
+# -- judge.reference_prompt: the user's template file (e.g. a copy of the authors' prompt) ------------------
+
+
+def _cfg(url: str, prompt) -> dict:
+    return {"url": url, "name": "judge-x", "reference_prompt": str(prompt)}
+
+
+def test_reference_prompt_file_reaches_the_judge(scripted, tmp_path):
+    handler, url = scripted
+    handler.served = ["judge-x"]
+    f = tmp_path / "prompt.txt"
+    f.write_bytes(TEST_TEMPLATE.encode("utf-8"))  # kept exactly: no trailing newline added, none stripped
+    reward = CompositeReward(RewardConfig(mode="reference", judge=_cfg(url, f)))
+    reward.score(["<X_RAY><thinking>r</thinking><answer>ab {0}</answer>"], ["<X_RAY> cd"])
+    [body] = handler.bodies
+    assert TEST_TEMPLATE_MARKER in body["messages"][0]["content"]
+    assert body == reference_judge_request("ab {0}", "cd", "judge-x", TEST_TEMPLATE)
+    # the same through the CLI flag and the EasyR1 environment variable
+    from medix_r1.cli import build_parser
+    from medix_r1.commands.reward import build_config
+    from medix_r1.integrations import easyr1
+
+    args = build_parser().parse_args(
+        ["reward", "score", "--input", "x", "--output", "y", "--judge-url", url, "--judge-name", "judge-x",
+         "--judge-reference-prompt", str(f)]
+    )  # fmt: skip
+    assert build_config(args).judge.reference_prompt == str(f)
+    env = {"MEDIX_JUDGE_URL": url, "MEDIX_JUDGE_NAME": "judge-x", "MEDIX_REFERENCE_PROMPT": str(f)}
+    assert easyr1.config_from_env(environ=env).judge.reference_prompt == str(f)
+    assert (
+        easyr1.config_from_env(environ={**env, "MEDIX_REFERENCE_PROMPT": ""}).judge.reference_prompt is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("no placeholders at all", "{predicted} exactly once, found it 0 times"),
+        ("P={predicted}", "{ground_truth} exactly once, found it 0 times"),
+        ("{predicted} {ground_truth} {predicted}", "{predicted} exactly once, found it 2 times"),
+        ("{predicted} {ground_truth} {ground_truth}", "{ground_truth} exactly once, found it 2 times"),
+    ],
+)
+def test_reference_prompt_placeholders_are_checked_on_load(tmp_path, text, says):
+    f = tmp_path / "prompt.txt"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        RewardConfig(mode="reference", judge=_cfg("http://127.0.0.1:9/v1", f))
+    assert says in str(e.value) and str(f) in str(e.value) and "reference_prompt" in str(e.value)
+
+
+def test_reference_prompt_missing_or_unreadable_file(tmp_path, capsys):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(ConfigError, match=r"reference_prompt: .*nope\.txt: no such file"):
+        JudgeConfig(url="http://127.0.0.1:9/v1", name="judge-x", reference_prompt=str(missing))
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("{predicted} {ground_truth} caf\xe9".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.txt: cannot read it as UTF-8"):
+        JudgeConfig(url="http://127.0.0.1:9/v1", name="judge-x", reference_prompt=str(bad))
+    from medix_r1.cli import main
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"response": "x", "ground_truth": "<X_RAY> y"}) + "\n")
+    out = str(tmp_path / "o.jsonl")
+    rc = main(
+        ["reward", "score", "--input", str(inp), "--output", out, "--mode", "reference",
+         "--judge-url", "http://127.0.0.1:9/v1", "--judge-name", "j",
+         "--judge-reference-prompt", str(missing)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.txt: no such file" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_default_wording_warns_once_per_process(scripted, monkeypatch, caplog, tmp_path):
+    handler, url = scripted
+    monkeypatch.setattr(ref, "_warned", False)
+    with caplog.at_level("WARNING", logger="medix_r1.judge"):
+        ReferenceJudge(OpenAIChat(url, "judge-x"))
+        ReferenceJudge(OpenAIChat(url, "judge-x"))
+    warned = [r.getMessage() for r in caplog.records if "own prompt wording" in r.getMessage()]
+    assert len(warned) == 1 and "--judge-reference-prompt FILE" in warned[0]
+    monkeypatch.setattr(ref, "_warned", False)
+    caplog.clear()
+    f = tmp_path / "p.txt"
+    f.write_text(TEST_TEMPLATE, encoding="utf-8")
+    handler.served = ["judge-x"]
+    with caplog.at_level("WARNING", logger="medix_r1.judge"):
+        make_judge(JudgeConfig(**_cfg(url, f)), rule="reference")
+    assert not [r for r in caplog.records if "own prompt wording" in r.getMessage()]
 
 
 # -- the judge name is checked against GET /v1/models --------------------------------------------------------

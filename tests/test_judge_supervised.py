@@ -283,3 +283,29 @@ def test_train_stops_with_a_checkpoint_when_the_judge_keeps_dying_and_resumes(gg
     assert resumed.returncode == 0, stderr[-3000:]
     assert _steps(out) == [1, 2, 3, 4]
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_reference_rule_in_the_worker_uses_the_users_prompt_template(gguf_path, tmp_path):
+    """Reference mode in the supervised worker asks with the template ``reference_prompt`` names, exactly as
+    the in-process judge does (same verdicts and P(YES)); a bad template fails in the parent."""
+    from medix_r1.errors import ConfigError
+    from medix_r1.judge import make_judge
+
+    tpl = tmp_path / "prompt.txt"
+    tpl.write_text("Same meaning? Say YES or NO.\nA: {predicted}\nB: {ground_truth}\n", encoding="utf-8")
+    cfg = _config(gguf_path)
+    cfg.reference_prompt = str(tpl)
+    pairs = [("Pneumonia", "pneumonia"), ("Fracture", "Pneumothorax")]
+    inproc = make_judge(cfg, rule="reference")
+    want = inproc.judge(pairs)
+    sup = SupervisedJudge(cfg, rule="reference")
+    try:
+        got = sup.judge(pairs)
+    finally:
+        sup.close()
+    assert [(v.match, v.p_yes) for v in got] == [(v.match, v.p_yes) for v in want]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("no placeholders here", encoding="utf-8")
+    cfg.reference_prompt = str(bad)
+    with pytest.raises(ConfigError, match=r"bad\.txt"):
+        SupervisedJudge(cfg, rule="reference")

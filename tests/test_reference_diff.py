@@ -8,9 +8,11 @@ text a model cannot read (a lone surrogate: llama.cpp's and the tokenizers' enco
 is only a tag) is sent and embedded like any other text. The default run checks MEDIX_DIFF_N pairs (default
 5,000); ``MEDIX_DIFF_N=100000`` is the full check.
 
-Realistic input, real models (``slow``): the oracle runs their verdict rule (their prompt and request over
-HTTP to ``medix judge serve`` with the tiny GGUF judge, "YES" in the reply) and their embedding rule on the
-test embedder; reference mode runs with the same judge in-process and behind the server.
+Realistic input, real models (``slow``): the oracle runs their verdict rule (their request over HTTP to
+``medix judge serve`` with the tiny GGUF judge, "YES" in the reply) and their embedding rule on the test
+embedder; reference mode runs with the same judge in-process and behind the server. Both sides use the same
+prompt template: this project's default wording, and the tests' own template given as a file
+(``judge.reference_prompt``), as a user's copy of the authors' prompt would be.
 """
 
 from __future__ import annotations
@@ -463,17 +465,25 @@ def real_pairs() -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def real_oracle(gguf_path, minilm_onnx_dir):
+@pytest.fixture(scope="module", params=["default", "file"])
+def real_oracle(request, gguf_path, minilm_onnx_dir, tmp_path_factory):
     """The judge served by `medix judge serve`, the test embedder, and the oracle's scores of real_pairs()
-    (their HTTP request for the judge), with every (predicted, ground truth, reply) the judge gave."""
+    (their HTTP request for the judge), with every (predicted, ground truth, reply) the judge gave. Each
+    template in turn: the default wording (None) and the tests' own template in a file (its path)."""
     from medix_r1.embed.backends import FastEmbedEmbedder
+    from medix_r1.judge.reference import REFERENCE_PROMPT
     from medix_r1.judge.server import serve
-    from oracle import reference_ask_server
+    from oracle import TEST_TEMPLATE, reference_ask_server
 
+    prompt_file = None
+    template = REFERENCE_PROMPT
+    if request.param == "file":
+        template = TEST_TEMPLATE
+        prompt_file = tmp_path_factory.mktemp("prompt") / "template.txt"
+        prompt_file.write_bytes(TEST_TEMPLATE.encode("utf-8"))
     srv = serve(gguf_path, port=0, block=False, n_ctx=2048, name="tiny-judge")
     embedder = FastEmbedEmbedder(minilm_onnx_dir)
-    ask = reference_ask_server(srv.url + "/chat/completions", "tiny-judge")
+    ask = reference_ask_server(srv.url + "/chat/completions", "tiny-judge", template)
     replies: list[tuple[str, str, str]] = []
 
     def logged(predict: str, truth: str) -> str:
@@ -484,7 +494,7 @@ def real_oracle(gguf_path, minilm_onnx_dir):
     pairs = real_pairs()
     scores = [reference_compute_score(r, g, logged, embedder.embed) for r, g in pairs]
     try:
-        yield srv, embedder, pairs, scores, replies
+        yield srv, embedder, pairs, scores, replies, None if prompt_file is None else str(prompt_file)
     finally:
         srv.close()
 
@@ -492,12 +502,14 @@ def real_oracle(gguf_path, minilm_onnx_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["in-process", "server"])
 def test_real_models_reference_mode_equals_their_rule(real_oracle, gguf_path, where):
-    srv, embedder, pairs, oracle, replies = real_oracle
-    judge = (
+    srv, embedder, pairs, oracle, replies, prompt_file = real_oracle
+    judge: dict = (
         {"model": str(gguf_path), "n_ctx": 2048}
         if where == "in-process"
         else {"url": srv.url, "name": "tiny-judge"}
     )
+    if prompt_file is not None:
+        judge["reference_prompt"] = prompt_file
     reward = CompositeReward(RewardConfig(mode="reference", judge=judge), embedder=embedder)
     try:
         ours = reward.score([r for r, _ in pairs], [g for _, g in pairs])
@@ -531,8 +543,12 @@ def test_real_models_easyr1_through_their_loader_equals_their_rule(real_oracle, 
     from medix_r1.integrations import easyr1
     from oracle import easyr1_compute_reward, easyr1_load_reward
 
-    srv, _, pairs, oracle, _ = real_oracle
+    srv, _, pairs, oracle, _, prompt_file = real_oracle
     monkeypatch.delenv("MEDIX_REWARD_MODE", raising=False)
+    if prompt_file is None:
+        monkeypatch.delenv("MEDIX_REFERENCE_PROMPT", raising=False)
+    else:
+        monkeypatch.setenv("MEDIX_REFERENCE_PROMPT", prompt_file)
     monkeypatch.delenv("MEDIX_JUDGE_MODEL", raising=False)
     monkeypatch.setenv("MEDIX_JUDGE_URL", srv.url)
     monkeypatch.setenv("MEDIX_JUDGE_NAME", "tiny-judge")

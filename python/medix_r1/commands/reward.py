@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.llm.options import add_llm_options
 
     add_llm_options(j, prefix="judge", old={"model": ["--judge"]})
+    j.add_argument(
+        "--judge-reference-prompt", metavar="FILE",
+        help="--mode reference: the judge prompt template ({predicted}, {ground_truth}), e.g. a copy of the "
+        "prompt in the authors' medical.py, which reproduces their numbers exactly (default: our wording)",
+    )  # fmt: skip
     j.add_argument("--soft-judge", action="store_true", default=None, help="reward P(YES) instead of 0/1")
     j.add_argument(
         "--max-unscorable",
@@ -107,6 +112,8 @@ def build_config(args: argparse.Namespace):  # -> RewardConfig
     from medix_r1.llm.options import llm_overrides
 
     judge.update({k: v for k, v in llm_overrides(args, prefix="judge").items() if k not in ("model", "url")})
+    if args.judge_reference_prompt is not None:
+        judge["reference_prompt"] = args.judge_reference_prompt
     if args.judge_name and not judge.get("url"):
         raise ValueError("--judge-name goes with --judge-url")
     for key, value in (

@@ -24,6 +24,9 @@ Configure the models with environment variables, set for the reward workers:
   question and reading of the judge's reply, including their 0.0 for inputs their code fails on, with the
   reason in the reward's ``errors`` and counted on stderr) or ``strict`` (this project's parser and judge
   question: not the authors' numbers, so not a drop-in for their recipe);
+- ``MEDIX_REFERENCE_PROMPT``: a UTF-8 file holding the judge prompt template (``{predicted}``,
+  ``{ground_truth}``), e.g. a copy of the prompt in the authors' medical.py: only with it are their numbers
+  reproduced exactly (without it, reference mode asks with this project's own wording and warns once);
 - ``MEDIX_MAX_UNSCORABLE``: the share of judged items that may fail per batch (default 0.5).
 
 Neither judge nor embedder configured means those components do not apply (format and modality only), which
@@ -80,6 +83,8 @@ def config_from_env(
         judge = {"model": env["MEDIX_JUDGE_MODEL"]}
     elif env.get("MEDIX_JUDGE_URL"):
         judge = {"url": env["MEDIX_JUDGE_URL"], "name": env.get("MEDIX_JUDGE_NAME")}
+    if judge is not None and env.get("MEDIX_REFERENCE_PROMPT"):
+        judge["reference_prompt"] = env["MEDIX_REFERENCE_PROMPT"]
     embed = {"model": env["MEDIX_EMBED_MODEL"]} if env.get("MEDIX_EMBED_MODEL") else None
     return RewardConfig.from_dict(
         {

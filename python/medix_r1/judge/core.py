@@ -59,12 +59,21 @@ class JudgeConfig(BackendConfig):
     :class:`~medix_r1.llm.BackendConfig` (its options and their one default each) plus the verdict cache."""
 
     cache_size: int = option(65536, "verdicts kept in the LRU cache across batches (0: no cache)", ge=0)
+    reference_prompt: str | None = option(
+        None,
+        "reference mode: UTF-8 file holding the judge prompt template ({predicted}, {ground_truth} once "
+        "each), e.g. a copy of the authors' prompt (default: this project's own wording)",
+    )
 
     _section = "judge"
 
     def __post_init__(self) -> None:
         check_fields(self, self._section)
         super().__post_init__()
+        if self.reference_prompt is not None:
+            from medix_r1.judge.reference import load_reference_prompt
+
+            load_reference_prompt(self.reference_prompt)  # checked on load: a clear error now, not mid-run
 
 
 @runtime_checkable
@@ -352,7 +361,8 @@ def make_judge(
     (:class:`~medix_r1.judge.supervised.SupervisedJudge`), so a native crash is an outage, not the end of
     the caller; same verdicts. ``MEDIX_JUDGE_IN_PROCESS=1`` keeps it in-process anyway (debugging).
     ``rule="reference"``: the authors' verdict rule (:class:`~medix_r1.judge.reference.ReferenceJudge`;
-    ``logprobs`` asks a server for P(YES) too). A server judge's model name is
+    ``logprobs`` asks a server for P(YES) too; ``config.reference_prompt`` is the prompt template it asks
+    with). A server judge's model name is
     checked against the server's ``/models`` list here, once."""
     if rule not in ("strict", "reference"):
         raise ValueError(f"rule must be 'strict' or 'reference', got {rule!r}")
@@ -364,9 +374,10 @@ def make_judge(
     if isinstance(backend, OpenAIChat):
         backend.check_model()
     if rule == "reference":
-        from medix_r1.judge.reference import ReferenceJudge
+        from medix_r1.judge.reference import ReferenceJudge, load_reference_prompt
 
-        return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs)
+        prompt = load_reference_prompt(config.reference_prompt) if config.reference_prompt else None
+        return ReferenceJudge(backend, cache_size=config.cache_size, logprobs=logprobs, prompt=prompt)
     if isinstance(backend, LlamaCppChat):
         return LocalJudge(backend, cache_size=config.cache_size)
     return RemoteJudge(backend, cache_size=config.cache_size)

@@ -204,6 +204,10 @@ class SupervisedJudge(_CachingJudge):
         from medix_r1.llm import GGUF_HOW
 
         errors.check_model_path(config.model, "llama.cpp model", GGUF_HOW)  # fail here, not in a child
+        if rule == "reference" and config.reference_prompt:
+            from medix_r1.judge.reference import load_reference_prompt
+
+            load_reference_prompt(config.reference_prompt)  # a bad template: its error here, not in a child
         super().__init__(config.cache_size)
         self.config = config
         self.rule = rule  # "reference": the authors' verdict rule (ReferenceJudge) in the worker
@@ -361,16 +365,19 @@ def main() -> None:
     _crash_if("start")
     try:
         from medix_r1.judge.core import LocalJudge
-        from medix_r1.judge.reference import ReferenceJudge
+        from medix_r1.judge.reference import ReferenceJudge, load_reference_prompt
         from medix_r1.llm import LlamaCppChat, open_backend
 
         backend = open_backend(msg[1])
         if not isinstance(backend, LlamaCppChat):
             raise BackendError("the judge worker runs a local GGUF judge only")
-        reference = msg[2] == "reference"
-        judge: LocalJudge | ReferenceJudge = (
-            ReferenceJudge(backend, cache_size=0) if reference else LocalJudge(backend, cache_size=0)
-        )
+        judge: LocalJudge | ReferenceJudge
+        if msg[2] == "reference":  # with the user's prompt template, as make_judge does in-process
+            path = getattr(msg[1], "reference_prompt", None)
+            prompt = load_reference_prompt(path) if path else None
+            judge = ReferenceJudge(backend, cache_size=0, prompt=prompt)
+        else:
+            judge = LocalJudge(backend, cache_size=0)
     except MedixError as e:
         conn.send(("error", e))
         return

@@ -13,8 +13,9 @@ named ``path/to/file.py:function``) are added to ``overall`` as shares of it, as
 ``mode="reference"`` gives the authors' numbers (training/examples/reward_function/medical.py of
 mbzuai-oryx/MediX-R1) for every input, in their floating-point order: the ground truth's answer is the text
 after its first ``>``, stripped of whitespace and then of periods, and the judge is asked their question and
-read their way (:mod:`medix_r1.judge.reference`: their prompt, at most 4 tokens at temperature 0, YES iff the
-reply contains "YES"; ``soft_judge`` still gives P(YES)). A ground truth that is only a tag (``<X_RAY>``)
+read their way (:mod:`medix_r1.judge.reference`: their request, worded as ``judge.reference_prompt`` gives it
+or in our words, at most 4 tokens at temperature 0, YES iff the reply contains "YES"; ``soft_judge`` still
+gives P(YES)). A ground truth that is only a tag (``<X_RAY>``)
 has an empty answer, which their code sends to the judge and embeds like any other (so does reference mode).
 Where their code raises (a ground truth without ``>``; an answer or ground truth with a lone surrogate, which
 neither the judge's nor the embedder's tokenizer takes) both accuracies are their 0.0, with the reason
@@ -97,7 +98,7 @@ class RewardConfig:
     mode: Literal["strict", "reference"] = option(
         "strict",
         "strict (this project's parser and judge question) or reference (the authors' reward code: their "
-        "parsing, judge prompt and reading of the judge's reply)",
+        "parsing, judge request and reading of the judge's reply; judge.reference_prompt: their prompt)",
     )
     format_weight: float = option(0.1, "weight of the format reward (paper: 0.1)", ge=0, le=1)
     llm_weight: float = option(
