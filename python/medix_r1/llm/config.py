@@ -102,13 +102,9 @@ class BackendConfig:
             ("max_retries", self.max_retries >= 0, ">= 0"),
         ):
             if not ok:
-                value = getattr(self, key)
-                raise ConfigError(
-                    f"{sec}.{key} must be {allowed}, got {value}",
-                    key=f"{sec}.{key}",
-                    value=value,
-                    allowed=allowed,
-                )
+                from medix_r1.config import bad_value
+
+                raise bad_value(f"{sec}.{key}", getattr(self, key), allowed)
 
     @classmethod
     def help(cls) -> dict[str, str]:
