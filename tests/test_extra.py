@@ -334,6 +334,7 @@ def test_trl_and_easyr1_adapters(in_repo, monkeypatch):
 
     for k in ("MEDIX_JUDGE_MODEL", "MEDIX_JUDGE_URL", "MEDIX_EMBED_MODEL", "MEDIX_REWARD_MODE"):
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MEDIX_REWARD_MODE", "strict")  # EasyR1's default is reference mode
     easyr1._REWARDS.clear()
     out = easyr1.compute_score(
         [
@@ -345,7 +346,7 @@ def test_trl_and_easyr1_adapters(in_repo, monkeypatch):
     easyr1._REWARDS.clear()
     assert out[0]["concise_answer"] == pytest.approx(0.8)
     assert out[0]["overall"] == pytest.approx(0.8 * 1.0 + 0.2 * 0.8)
-    assert "concise_answer" not in out[1]  # not applicable: omitted, as for the built-ins
+    assert math.isnan(out[1]["concise_answer"])  # not applicable: NaN, every key for every item
     assert not math.isnan(out[1]["overall"])
 
 
