@@ -525,7 +525,6 @@ def test_attack_embedder_input_is_capped_by_characters(minilm_onnx_dir):
 def test_attack_a_64_mb_answer_is_scored_on_a_prefix_and_marked(tmp_path, minilm_onnx_dir):
     """A 64 MB answer with the embedder on: every row scored, that row marked truncated, bounded memory
     (before: the tokenizer allocated ~160 bytes per character; 200 MB aborted the process, output empty)."""
-    import os
     import subprocess
     import sys
 
@@ -539,13 +538,20 @@ def test_attack_a_64_mb_answer_is_scored_on_a_prefix_and_marked(tmp_path, minilm
         f.write(json.dumps({"response": GOOD.format("pneumonia"), "ground_truth": GT}) + "\n")
     del huge
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "medix_r1.cli", "reward", "score", "--input", str(inp), "--output", str(out)]
+    # The child reports its own peak (VmHWM of its own address space): the kernel's ru_maxrss of a child also
+    # counts the RSS its parent (this pytest process, with torch loaded) had when it forked.
+    peak = (
+        "import runpy, sys\n"
+        "try:\n    runpy.run_module('medix_r1.cli', run_name='__main__', alter_sys=True)\n"
+        "finally:\n    hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+        "    sys.stderr.write(f'\\nMEDIX_VMHWM_KB={hwm}\\n')\n"
+    )
+    cmd = [sys.executable, "-c", peak, "reward", "score", "--input", str(inp), "--output", str(out)]
     cmd += ["--embed-model", str(minilm_onnx_dir), "--no-progress"]
-    p = subprocess.Popen(cmd, env=_subprocess_env(), stderr=subprocess.PIPE)
-    err = p.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    print(f"\n64 MB answer: exit {p.returncode}, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
+    p = subprocess.run(cmd, env=_subprocess_env(), stderr=subprocess.PIPE, check=False)
+    err = p.stderr.decode(errors="replace")
+    peak_kib = int(err.rsplit("MEDIX_VMHWM_KB=", 1)[1].split()[0])
+    print(f"\n64 MB answer: exit {p.returncode}, peak RSS {peak_kib / 1024:.0f} MiB")
     assert p.returncode == 0, err[-2000:]
     rows = []
     with open(out, encoding="utf-8") as f:
@@ -556,7 +562,7 @@ def test_attack_a_64_mb_answer_is_scored_on_a_prefix_and_marked(tmp_path, minilm
     assert len(rows) == 3 and all(r["accuracy_embed"] is not None for r in rows)
     assert rows[1]["truncated"] == ["accuracy_embed"]
     assert "truncated" not in rows[0] and "truncated" not in rows[2]
-    assert usage.ru_maxrss < 2 * 2**20  # KiB: under 2 GiB for a 64 MB row
+    assert peak_kib < 2 * 2**20  # KiB: under 2 GiB for a 64 MB row
 
 
 @pytest.mark.slow

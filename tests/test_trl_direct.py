@@ -55,7 +55,10 @@ def test_trl_grpo_trainer_with_our_reward_on_cpu(tmp_path, gguf_path, minilm_onn
     if torch.cuda.is_available():
         pytest.skip("the CPU log-prob note is about machines without CUDA")
     torch.set_num_threads(2)
-    monkeypatch.setattr(tu, "_ChunkedLogProbFunction", tu._ChunkedLogProbFunction)  # undone afterwards
+    from medix_r1.train import grpo
+
+    # TRL's own kernel, even if an earlier test in this process installed ours (undone afterwards)
+    monkeypatch.setattr(tu, "_ChunkedLogProbFunction", grpo.TRL_CHUNKED_LOGPROB or tu._ChunkedLogProbFunction)
 
     trainer, reward = _trainer(tmp_path / "without", gguf_path, minilm_onnx_dir)
     with pytest.raises(Exception, match="active drivers"):  # TRL's Triton kernel on a CPU

@@ -120,12 +120,20 @@ class TorchChunkedLogProb:
         return logprobs, entropy, sq, mean_logits, is_top1
 
 
+TRL_CHUNKED_LOGPROB: Any = None  # TRL's own kernel class, kept when install_cpu_logprob replaces it
+
+
 def install_cpu_logprob() -> bool:
-    """Route TRL's fused LM head through :class:`TorchChunkedLogProb` without CUDA; True if installed."""
+    """Route TRL's fused LM head through :class:`TorchChunkedLogProb` without CUDA; True if installed
+    (TRL's own class is kept in ``TRL_CHUNKED_LOGPROB``)."""
+    global TRL_CHUNKED_LOGPROB
     import trl.trainer.utils as tu
 
     if torch.cuda.is_available():
         return False
+    current = getattr(tu, "_ChunkedLogProbFunction", None)
+    if current is not TorchChunkedLogProb:
+        TRL_CHUNKED_LOGPROB = current
     setattr(tu, "_ChunkedLogProbFunction", TorchChunkedLogProb)  # noqa: B010
     return True
 
