@@ -53,6 +53,19 @@ class Verdict:
     source: str = "judge"
 
 
+def checked_pair(i: int, pair: Any) -> tuple[str, str] | Verdict:
+    """Item ``i`` of a judge's input as (predicted, ground truth) strings, or the Verdict saying why not."""
+    try:
+        pred, gt = pair
+    except (TypeError, ValueError):
+        return Verdict(None, error=f"item {i} is not a (predicted, ground truth) pair: {pair!r}")
+    if not isinstance(pred, str) or not isinstance(gt, str):
+        return Verdict(
+            None, error=f"item {i}: answers must be strings, got {type(pred).__name__}, {type(gt).__name__}"
+        )
+    return pred, gt
+
+
 @dataclass
 class JudgeConfig(BackendConfig):
     """Which judge to use and how to talk to it (exactly one of ``model`` / ``url``): a
@@ -134,18 +147,11 @@ class _CachingJudge:
         out: list[Verdict | None] = [None] * len(pairs)
         todo: dict[tuple[str, str], list[int]] = {}
         for i, pair in enumerate(pairs):
-            try:
-                pred, gt = pair
-            except (TypeError, ValueError):
-                out[i] = Verdict(None, error=f"item {i} is not a (predicted, ground truth) pair: {pair!r}")
+            checked = checked_pair(i, pair)
+            if isinstance(checked, Verdict):
+                out[i] = checked
                 continue
-            if not isinstance(pred, str) or not isinstance(gt, str):
-                out[i] = Verdict(
-                    None,
-                    error=f"item {i}: answers must be strings, got {type(pred).__name__}, "
-                    f"{type(gt).__name__}",
-                )
-                continue
+            pred, gt = checked
             pred, gt = pred.strip(), gt.strip()
             if not gt:
                 out[i] = Verdict(None, error="empty ground truth: nothing to compare with")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError, ConfigError
-from medix_r1.judge.core import Verdict, _CachingJudge, _p_yes
+from medix_r1.judge.core import Verdict, _CachingJudge, _p_yes, checked_pair
 from medix_r1.judge.prompt import classify_reply_token
 from medix_r1.llm import LlamaCppChat, OpenAIChat
 
@@ -212,18 +212,11 @@ class ReferenceJudge(_CachingJudge):
         out: list[Verdict | None] = [None] * len(pairs)
         todo: dict[tuple[str, str], list[int]] = {}
         for i, pair in enumerate(pairs):
-            try:
-                pred, gt = pair
-            except (TypeError, ValueError):
-                out[i] = Verdict(None, error=f"item {i} is not a (predicted, ground truth) pair: {pair!r}")
+            checked = checked_pair(i, pair)
+            if isinstance(checked, Verdict):
+                out[i] = checked
                 continue
-            if not isinstance(pred, str) or not isinstance(gt, str):
-                out[i] = Verdict(
-                    None,
-                    error=f"item {i}: answers must be strings, got {type(pred).__name__}, "
-                    f"{type(gt).__name__}",
-                )
-                continue
+            pred, gt = checked
             key = (pred, gt)
             if key in todo:
                 todo[key].append(i)
