@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from medix_r1.commands import command_group
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bundle", help="carry models and wheels to a machine without network (create, verify)")
-    p.set_defaults(group_parser=p)
-    bsub = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND")
+    bsub = command_group(
+        sub, "bundle", "carry models and wheels to a machine without network (create, verify)"
+    )
     c = bsub.add_parser(
         "create",
         help="write a folder with the models, a wheelhouse, install.sh and medix-bundle.json",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from medix_r1.commands import command_group
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="check local training data (authors' schema: image, problem, solution)")
-    p.set_defaults(group_parser=p)
-    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub = command_group(sub, "data", "check local training data (authors' schema: image, problem, solution)")
     c = dsub.add_parser(
         "check",
         help="report missing fields, unknown tags, empty answers and unreadable images, with row numbers",

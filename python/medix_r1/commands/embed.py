@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medix_r1.commands import command_group
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="embedding models for the reward: export to ONNX for fastembed")
-    p.set_defaults(group_parser=p)
-    esub = p.add_subparsers(dest="embed_command", metavar="SUBCOMMAND")
+    esub = command_group(sub, "embed", "embedding models for the reward: export to ONNX for fastembed")
     e = esub.add_parser(
         "export",
         help="export a local Hugging Face sentence-embedding checkpoint to an ONNX directory fastembed loads",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medix_r1.commands import command_group
+
 
 def _add_task_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument(
@@ -93,9 +95,7 @@ def _add_judge_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a model on medical benchmarks with an LLM judge (3 stages)")
-    p.set_defaults(group_parser=p)
-    esub = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+    esub = command_group(sub, "eval", "evaluate a model on medical benchmarks with an LLM judge (3 stages)")
 
     g = esub.add_parser(
         "generate",

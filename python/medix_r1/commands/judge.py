@@ -7,13 +7,13 @@ import json
 import os
 import sys
 
+from medix_r1.commands import command_group
+
 API_KEY_ENV = "MEDIX_JUDGE_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("judge", help="the YES/NO judge of the composite reward")
-    p.set_defaults(group_parser=p)
-    jsub = p.add_subparsers(dest="judge_command", metavar="SUBCOMMAND")
+    jsub = command_group(sub, "judge", "the YES/NO judge of the composite reward")
     s = jsub.add_parser(
         "serve",
         help="serve a .gguf judge with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)",

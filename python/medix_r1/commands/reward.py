@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medix_r1.commands import command_group
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reward", help="score completions with the MediX-R1 composite reward")
-    p.set_defaults(group_parser=p)
-    rsub = p.add_subparsers(dest="reward_command", metavar="SUBCOMMAND")
+    rsub = command_group(sub, "reward", "score completions with the MediX-R1 composite reward")
     s = rsub.add_parser(
         "score",
         help="score a JSONL file of {response, ground_truth} rows",
