@@ -3,7 +3,8 @@ B matrices then set to random values so that the merge moves the logits visibly 
 nearly zero). Merged checkpoint vs adapter-on-base logits; GGUF (llama.cpp's own converter from the
 llama-cpp-python sdist, quantized by llama_model_quantize) vs the merged checkpoint's greedy answers;
 the LoRA GGUF on a base GGUF; export.json; resume and refusal; the CLI with no network (`unshare -rn`);
-`medix serve` (plain and streamed chat over HTTP) and `medix eval run --model F.gguf`."""
+`medix serve` (plain and streamed chat, raw HTTP and the official `openai` client; `--lora`), `medix judge
+serve` with the `openai` client, and `medix eval run --model F.gguf`."""
 
 from __future__ import annotations
 
@@ -117,6 +118,34 @@ def merged_dir(run_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def q8_dir(run_dir, llama_sdist, tmp_path_factory) -> Path:
+    """The run exported once as a q8_0 GGUF, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("q8") / "q8"
+    _export(run=run_dir, out=out, fmt="gguf", quant="q8_0", converter=llama_sdist)
+    return out
+
+
+def test_converted_policy_has_a_plain_byte_level_tokenizer(run_dir, gguf_path):
+    """train/convert.py's checkpoint of the GGUF policy (the run's base) carries a byte-level BPE tokenizer
+    without SentencePiece byte fallback (which llama.cpp's converter misreads), and it tokenizes and decodes
+    exactly as llama.cpp does with the GGUF's own vocabulary."""
+    import llama_cpp
+    from medix_r1.export import resolve_source
+    from transformers import AutoTokenizer
+
+    base = resolve_source(run_dir, None, None).base
+    t = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
+    assert t["model"]["type"] == "BPE" and not t["model"].get("byte_fallback")
+    assert t["decoder"]["type"] == "ByteLevel"
+    tok = AutoTokenizer.from_pretrained(str(base))
+    llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
+    for text in ["Fièvre à 38,5 °C — 肺炎? ", "x-ray\n\tCT  MRI", "emoji 🫁 and \u2581 and <0x41>"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == llm.tokenize(text.encode(), add_bos=False, special=False), text
+        assert tok.decode(ids) == text
+
+
 def test_merged_checkpoint_equals_adapter_on_base(run_dir, tmp_path):
     """float32 merge vs the unmerged PeftModel: max |logit difference| <= 1e-3 (the merge only reorders
     floating-point additions); export.json names the inputs and hashes every file."""
@@ -197,8 +226,9 @@ def test_gguf_f16_and_q8_answer_like_the_merged_checkpoint(run_dir, merged_dir, 
 
 
 def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
-    """The adapter as a llama.cpp LoRA GGUF on the base converted to GGUF answers like the merged GGUF."""
-    from medix_r1.export import _plain_byte_level, resolve_source
+    """The adapter as a llama.cpp LoRA GGUF on the base converted to GGUF answers like the merged GGUF, both
+    loaded directly and served by `medix serve --lora`."""
+    from medix_r1.export import resolve_source
     from medix_r1.export.llama import find_llama_source, run_converter
     from medix_r1.llm import LlamaCppChat
 
@@ -208,7 +238,6 @@ def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     src = resolve_source(run_dir, None, None)
     base_dir = tmp_path / "base"
     shutil.copytree(src.base, base_dir)
-    _plain_byte_level(base_dir / "tokenizer.json")  # as the export does (see its docstring)
     base_gguf = tmp_path / "base-f32.gguf"
     run_converter(
         find_llama_source(llama_sdist).hf_converter,
@@ -228,6 +257,33 @@ def test_gguf_lora_on_a_base_gguf(run_dir, llama_sdist, tmp_path):
     print("lora:", with_lora, "\nmerged:", merged_ans, "\nbase:", base_ans)
     assert sum(x == y for x, y in zip(with_lora, merged_ans)) >= len(qs) - 1
     assert with_lora != base_ans
+    del a, b, plain
+    # The same through `medix serve --model BASE.gguf --lora LORA.gguf` and the official client.
+    srv = _CliServer(
+        ["serve", "--model", str(base_gguf), "--lora", str(lora), "--n-ctx", "512", "--n-threads", "2"], {}
+    )
+    try:
+        client = _openai_client(srv.url, "unused")
+        served = [
+            (
+                client.chat.completions.create(
+                    model=base_gguf.stem,
+                    messages=[{"role": "user", "content": q}],
+                    max_tokens=NEW_TOKENS,
+                    temperature=0,
+                )
+                .choices[0]
+                .message.content
+                or ""
+            ).strip()
+            for q in qs
+        ]
+    finally:
+        srv.close()
+    assert any("+ LoRA" in line for line in srv.log)
+    print("medix serve --lora:", served)
+    assert sum(x == y for x, y in zip(served, merged_ans)) >= len(qs) - 1
+    assert [x == y for x, y in zip(served, base_ans)] != [True] * len(qs)
 
 
 def test_rerun_resumes_and_refuses_another_export(run_dir, llama_sdist, tmp_path):
@@ -308,13 +364,13 @@ def _post(port: int, body: dict, key: str | None = None) -> tuple[int, bytes]:
     return r.status, data
 
 
-def test_serve_answers_plain_and_streamed(run_dir, llama_sdist, tmp_path):
-    """The OpenAI wire format (the `openai` package is not in the pinned stack, so raw HTTP): a chat reply,
-    and the same request streamed as chat.completion.chunk events ending in [DONE] whose text is the same."""
+def test_serve_answers_plain_and_streamed(q8_dir):
+    """The OpenAI wire format byte by byte (raw HTTP; the official client is in test_serve_openai_client):
+    a chat reply, and the same request streamed as chat.completion.chunk events ending in [DONE] whose text
+    is the same."""
     from medix_r1.export.serve import serve_policy
 
-    rec = _export(run=run_dir, out=tmp_path / "q8", fmt="gguf", quant="q8_0", converter=llama_sdist)
-    srv = serve_policy(tmp_path / "q8" / rec["files"][0]["name"], block=False, port=0, n_ctx=512, n_threads=2,
+    srv = serve_policy(q8_dir / "medix-demo-q8_0.gguf", block=False, port=0, n_ctx=512, n_threads=2,
                        api_key="k")  # fmt: skip
     try:
         body = {"messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 20, "temperature": 0}
@@ -346,11 +402,158 @@ def test_serve_answers_plain_and_streamed(run_dir, llama_sdist, tmp_path):
         srv.close()
 
 
-def test_eval_run_scores_the_export(run_dir, llama_sdist, gguf_path, tmp_path):
-    rec = _export(run=run_dir, out=tmp_path / "q8", fmt="gguf", quant="q8_0", converter=llama_sdist)
-    model = tmp_path / "q8" / rec["files"][0]["name"]
+class _CliServer:
+    """`medix serve` / `medix judge serve` as a user starts it: a child process on a free port; ``url`` from
+    the line it prints once listening."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        import re
+        import threading
+        import time
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medix_r1.cli", *argv, "--port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        self.log: list[str] = []
+        found = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if re.search(r" at (http://\S+/v1) ", line):
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 300
+        while not found.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail(f"{argv[0]} did not start:\n{''.join(self.log)[-2000:]}", pytrace=False)
+        m = next(
+            re.search(r" at (http://\S+/v1) ", x) for x in self.log if re.search(r" at (http://\S+/v1) ", x)
+        )
+        assert m is not None
+        self.url = m.group(1)
+
+    def close(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # as Ctrl-C: the server closes its socket and model
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served_policy(q8_dir):
+    """`medix serve --model <export>/medix-demo-q8_0.gguf`, the API key from $MEDIX_SERVE_API_KEY."""
+    srv = _CliServer(
+        ["serve", "--model", str(q8_dir / "medix-demo-q8_0.gguf"), "--n-ctx", "512", "--n-threads", "2"],
+        {"MEDIX_SERVE_API_KEY": "policy-key"},
+    )
+    yield srv
+    srv.close()
+
+
+def _openai_client(url: str, key: str):
+    import openai
+
+    return openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
+
+
+def test_serve_with_the_official_openai_client(served_policy):
+    """The `openai` package (the client most applications use) against `medix serve`: models.list(), a chat
+    completion, the same request streamed (chunks, usage chunk, [DONE]) with the same text, and the
+    server's refusals raised as the client's own error classes."""
+    import openai
+
+    client = _openai_client(served_policy.url, "policy-key")
+    assert [m.id for m in client.models.list()] == ["medix-demo-q8_0"]
+    msgs = [{"role": "user", "content": QUESTIONS[0]}]
+    reply = client.chat.completions.create(
+        model="medix-demo-q8_0", messages=msgs, max_tokens=20, temperature=0
+    )
+    assert reply.object == "chat.completion" and reply.model == "medix-demo-q8_0"
+    text = reply.choices[0].message.content
+    assert text and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="medix-demo-q8_0",
+            messages=msgs,
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == reply.choices[0].finish_reason
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    )
+    with client.chat.completions.create(  # without usage; the client stops at [DONE]
+        model="medix-demo-q8_0", messages=msgs, max_tokens=4, temperature=0, stream=True
+    ) as stream:
+        plain = list(stream)
+    assert all(c.usage is None and c.choices for c in plain)
+    with pytest.raises(openai.AuthenticationError):
+        _openai_client(served_policy.url, "wrong").models.list()
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True)
+    with pytest.raises(openai.BadRequestError, match="max_tokens") as e:
+        client.chat.completions.create(model="medix-demo-q8_0", messages=msgs, max_tokens=10**9)
+    assert e.value.param == "max_tokens"
+
+
+def test_judge_serve_with_the_official_openai_client(gguf_path):
+    """`medix judge serve` is OpenAI-compatible too: models.list(), a completion with logprobs (what a
+    remote judge asks for), and streaming refused with a 400 the client raises."""
+    import openai
+
+    srv = _CliServer(
+        ["judge", "serve", "--model", str(gguf_path), "--n-ctx", "512", "--n-threads", "2"],
+        {"MEDIX_JUDGE_API_KEY": "judge-key"},
+    )
+    try:
+        client = _openai_client(srv.url, "judge-key")
+        name = gguf_path.stem
+        assert [m.id for m in client.models.list()] == [name]
+        r = client.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "Answer yes or no: is the heart an organ?"}],
+            max_tokens=3,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        assert r.choices[0].message.content and r.usage is not None and r.usage.completion_tokens <= 3
+        assert r.choices[0].logprobs is not None and r.choices[0].logprobs.content
+        for t in r.choices[0].logprobs.content:
+            assert len(t.top_logprobs) == 2 and t.logprob <= 0 and t.top_logprobs[0].logprob >= t.logprob
+        with pytest.raises(openai.BadRequestError, match="stream"):
+            client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+    finally:
+        srv.close()
+
+
+def test_eval_run_scores_the_export(q8_dir, gguf_path, tmp_path):
+    model = q8_dir / "medix-demo-q8_0.gguf"
     r = subprocess.run(
-        [sys.executable, "-m", "medix_r1.cli", "eval", "run", "--model", str(tmp_path / "q8"), "--judge",
+        [sys.executable, "-m", "medix_r1.cli", "eval", "run", "--model", str(q8_dir), "--judge",
          str(gguf_path), "--tasks", "demo", "--limit", "2", "--max-new-tokens", "16", "--out",
          str(tmp_path / "ev"),
          "--no-progress"],
@@ -361,17 +564,16 @@ def test_eval_run_scores_the_export(run_dir, llama_sdist, gguf_path, tmp_path):
     assert len(rows) == 2 and all(row["model"].endswith(model.name) for row in rows)
 
 
-def test_bundle_carries_the_export_and_doctor_checks_it(run_dir, llama_sdist, tmp_path):
+def test_bundle_carries_the_export_and_doctor_checks_it(q8_dir, tmp_path):
     """`medix bundle create --policy EXPORT_DIR` copies the folder and points the policy at its GGUF; the
     doctor's model check verifies export.json's hashes; a flipped byte is named."""
     from medix_r1.bundle.create import _add_model
     from medix_r1.bundle.models import describe_model
     from medix_r1.doctor import _model_check
 
-    _export(run=run_dir, out=tmp_path / "q8", fmt="gguf", quant="q8_0", converter=llama_sdist)
-    info = describe_model(tmp_path / "q8", "policy", load=True)
+    info = describe_model(q8_dir, "policy", load=True)
     assert info["kind"] == "gguf" and "match export.json's SHA-256s" in info["detail"]
-    entry = _add_model(tmp_path / "bundle", "policy", str(tmp_path / "q8"), {})
+    entry = _add_model(tmp_path / "bundle", "policy", str(q8_dir), {})
     assert entry["path"] == "models/policy/q8/medix-demo-q8_0.gguf"
     assert (tmp_path / "bundle" / "models" / "policy" / "q8" / "export.json").is_file()
     carried = tmp_path / "bundle" / entry["path"]
@@ -461,3 +663,74 @@ def test_vision_export(gguf_path, llama_sdist, tmp_path):
         )
     finally:
         srv.close()
+
+
+def test_bundle_fetches_the_llama_sdist_offline_and_checks_its_hash(llama_sdist, tmp_path, monkeypatch):
+    """The converter source `medix bundle create` carries (tools/), fetched as on a connected machine but
+    from a local PEP 503 index over HTTP (and from a --find-links folder): checked against the SHA-256
+    medix pins for the version; a tampered file on the index is refused with one clear error and leaves
+    nothing in tools/."""
+    import functools
+    import http.server
+    import threading
+
+    from medix_r1.bundle.create import _add_llama_sdist
+    from medix_r1.bundle.manifest import BundleError
+    from medix_r1.export import file_sha256
+    from medix_r1.export.llama import SDIST_SHA256
+
+    version = llama_sdist.name.removeprefix("llama_cpp_python-").removesuffix(".tar.gz")
+    assert SDIST_SHA256.get(version) == file_sha256(llama_sdist), "pin the test sdist's version"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"llama_cpp_python-{version}-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+
+    def index(root: Path, data: Path) -> None:  # a simple index whose link carries the index's hash
+        (root / "simple" / "llama-cpp-python").mkdir(parents=True)
+        (root / "files").mkdir()
+        os.symlink(data, root / "files" / llama_sdist.name)
+        (root / "simple" / "llama-cpp-python" / "index.html").write_text(
+            f'<a href="../../files/{llama_sdist.name}#sha256={file_sha256(data)}">{llama_sdist.name}</a>'
+        )
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    index(good, llama_sdist)
+    tampered = tmp_path / "tampered.tar.gz"
+    tampered.write_bytes(llama_sdist.read_bytes()[:-1] + b"\0")
+    index(bad, tampered)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    for b in ("b1", "b2", "b3", "b4"):
+        (tmp_path / b).mkdir()  # the bundle folder
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"{base}/good/simple")
+        got = _add_llama_sdist(tmp_path / "b1" / "tools", wheels, None)
+        assert got.name == llama_sdist.name and file_sha256(got) == SDIST_SHA256[version]
+        assert sorted(p.name for p in got.parent.iterdir()) == [llama_sdist.name]
+        monkeypatch.setenv("PIP_INDEX_URL", f"{base}/bad/simple")
+        with pytest.raises(BundleError, match="SHA-256") as e:
+            _add_llama_sdist(tmp_path / "b2" / "tools", wheels, None)
+        msg = str(e.value)
+        print("refused:", msg)
+        assert "\n" not in msg and SDIST_SHA256[version] in msg and f"/bad/files/{llama_sdist.name}" in msg
+        assert "--llama-sdist" in msg and not any((tmp_path / "b2" / "tools").iterdir())
+        # --find-links folder first (no index at all: the bad one is never asked)
+        links = tmp_path / "links"
+        links.mkdir()
+        os.symlink(llama_sdist, links / llama_sdist.name)
+        got = _add_llama_sdist(tmp_path / "b3" / "tools", wheels, None, [str(links)])
+        assert file_sha256(got) == SDIST_SHA256[version]
+        os.unlink(links / llama_sdist.name)
+        os.symlink(tampered, links / llama_sdist.name)
+        with pytest.raises(BundleError, match="medix pins"):
+            _add_llama_sdist(tmp_path / "b4" / "tools", wheels, None, [f"file://{links}"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -106,9 +106,12 @@ def _add_model(out: Path, role: str, src_arg: str, done: dict[str, dict[str, Any
     return entry
 
 
-def _add_llama_sdist(tools: Path, wheels: Path, given: str | None) -> Path:
-    """The llama-cpp-python sdist in ``tools``: the one given, one already there, or ``pip download``ed
-    (the version of the carried llama-cpp-python wheel, so converter and runtime match)."""
+def _add_llama_sdist(
+    tools: Path, wheels: Path, given: str | None, find_links: list[str] | None = None
+) -> Path:
+    """The llama-cpp-python sdist in ``tools``: the one given, one already there, or fetched from a
+    --find-links folder or the package index and checked against its SHA-256 (the version of the carried
+    llama-cpp-python wheel, else the installed one, so converter and runtime match)."""
     tools.mkdir(exist_ok=True)
     if given:
         src = Path(given).expanduser()
@@ -120,19 +123,22 @@ def _add_llama_sdist(tools: Path, wheels: Path, given: str | None) -> Path:
     have = sorted(tools.glob("llama_cpp_python-*.tar.gz"))
     if have:
         return have[-1]
-    from medix_r1.bundle.wheels import _pip
+    from importlib.metadata import PackageNotFoundError, version
+
+    from medix_r1.export.llama import ConverterError, fetch_sdist
 
     whl = sorted(wheels.glob("llama_cpp_python-*.whl"))
-    version = wheel_info(whl[-1])["version"] if whl else None
-    req = f"llama-cpp-python=={version}" if version else "llama-cpp-python"
-    _log(f"tools: pip download {req} (source distribution: llama.cpp's GGUF converters for medix export)")
-    _pip(["download", "--no-deps", "--no-binary", ":all:", "-d", str(tools), req])
-    have = sorted(tools.glob("llama_cpp_python-*.tar.gz"))
-    if not have:
+    try:
+        ver = wheel_info(whl[-1])["version"] if whl else version("llama-cpp-python")
+    except PackageNotFoundError:
         raise BundleError(
-            "pip download produced no llama_cpp_python-*.tar.gz; give one with --llama-sdist FILE"
-        )
-    return have[-1]
+            "which llama-cpp-python source distribution to carry is not known (no llama-cpp-python wheel "
+            "in the bundle, none installed); give one with --llama-sdist FILE"
+        ) from None
+    try:
+        return fetch_sdist(tools, ver, find_links=list(find_links or []), log=lambda m: _log(f"tools: {m}"))
+    except ConverterError as e:
+        raise BundleError(str(e)) from None
 
 
 def _template(name: str, values: dict[str, str]) -> str:
@@ -231,7 +237,7 @@ def create_bundle(
     if bad := check_wheelhouse(wheels):
         raise BundleError(f"pip left truncated wheels ({', '.join(bad)}); rerun to fetch them again")
     if llama_sdist or "export" in extras:
-        _add_llama_sdist(root / "tools", wheels, llama_sdist)
+        _add_llama_sdist(root / "tools", wheels, llama_sdist, find_links)
 
     versions = {}
     for w in sorted(wheels.glob("*.whl")):

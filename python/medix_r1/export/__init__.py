@@ -179,34 +179,14 @@ def _default_dtype(base: Path) -> str:
     return d if d in ("bfloat16", "float16") else "bfloat16"
 
 
-def _plain_byte_level(tokenizer_json: Path) -> bool:
-    """Make a byte-level BPE tokenizer that also claims SentencePiece byte fallback plain byte-level again.
-
-    transformers' GGUF reader (how the demo's policy became a checkpoint) writes GPT-2-style byte-level BPE
-    tokenizers with ``byte_fallback`` and SentencePiece's decoder steps. Byte-level BPE covers every byte,
-    so neither ever acts and the tokenizer's behaviour is unchanged; but llama.cpp's converter reads the flag
-    as "a SentencePiece-style Llama vocabulary", writes the wrong vocabulary type, and llama.cpp aborts on
-    the first tokenization. True when the file was changed."""
-    if not tokenizer_json.is_file():
-        return False
-    t = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    model, pre = t.get("model") or {}, t.get("pre_tokenizer") or {}
-    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    byte_level = [x for x in pres if isinstance(x, dict) and x.get("type") == "ByteLevel"]
-    if model.get("type") != "BPE" or not model.get("byte_fallback") or not byte_level:
-        return False
-    model["byte_fallback"] = False
-    t["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    tokenizer_json.write_text(json.dumps(t, ensure_ascii=False), encoding="utf-8")
-    return True
-
-
 def merge(src: ExportSource, out: Path, dtype: str, finish: Callable[[Path], None] | None = None) -> None:
     """Write the adapter merged into the base, in ``dtype``, to ``out`` (atomically: ``finish(tmp)`` runs
     last, before the rename) with its tokenizer or processor and chat template."""
     import torch
     import transformers
     from peft import PeftModel
+
+    from medix_r1.train.convert import plain_byte_level
 
     torch_dtype = getattr(torch, dtype)
     kw: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True, "low_cpu_mem_usage": True}
@@ -231,7 +211,9 @@ def merge(src: ExportSource, out: Path, dtype: str, finish: Callable[[Path], Non
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         proc.save_pretrained(str(tmp))
-        _plain_byte_level(tmp / "tokenizer.json")
+        # train/convert.py writes plain byte-level tokenizers now; a run trained before saved its adapter's
+        # tokenizer (used above) with SentencePiece byte fallback, which llama.cpp's converter misreads.
+        plain_byte_level(tmp / "tokenizer.json")
         if finish is not None:
             finish(tmp)
         else:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 from medix_r1._fsutil import atomic_dir
@@ -24,6 +25,7 @@ __all__ = [
     "QUANTS",
     "ConverterError",
     "LlamaSource",
+    "fetch_sdist",
     "find_llama_source",
     "quantize",
     "run_converter",
@@ -31,6 +33,10 @@ __all__ = [
 
 CONVERTER_ENV = "MEDIX_LLAMA_CPP_SOURCE"
 SDIST_GLOB = "llama_cpp_python-*.tar.gz"
+DEFAULT_INDEX = "https://pypi.org/simple"
+# SHA-256 of llama-cpp-python source distributions as PyPI publishes them (the version requirements/dev.lock
+# pins at least): a fetched sdist of one of these versions must match, whatever the index says.
+SDIST_SHA256 = {"0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"}
 
 # --quant name -> llama.cpp file type (``LLAMA_FTYPE_*``); f16/bf16/f32 come straight from the converter.
 QUANTS = {
@@ -167,6 +173,107 @@ def find_llama_source(converter: str | Path | None = None, bundle: str | Path | 
     if found:
         return _extract_sdist(found[-1].resolve())
     raise MissingModelError(f"llama.cpp's converter (convert_hf_to_gguf.py) was not found: {_HOW}")
+
+
+def _index_files(index: str, project: str) -> list[dict]:
+    """The files of ``project`` on a PEP 503/691 simple index: ``{"filename", "url", "hashes"}`` each."""
+    import json
+    import urllib.parse
+    import urllib.request
+    from html.parser import HTMLParser
+
+    page = f"{index.rstrip('/')}/{project}/"
+    req = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            ctype, body = r.headers.get("Content-Type", ""), r.read()
+    except OSError as e:
+        raise ConverterError(f"cannot read the package index {page}: {e}; {_HOW}") from None
+    if "json" in ctype:
+        files = json.loads(body)["files"]
+        return [{**f, "url": urllib.parse.urljoin(page, f["url"])} for f in files]
+    links: list[dict] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            href = dict(attrs).get("href")
+            if tag == "a" and href:
+                url, _, frag = urllib.parse.urljoin(page, href).partition("#")
+                algo, _, digest = frag.partition("=")
+                name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+                links.append({"filename": name, "url": url, "hashes": {algo: digest} if digest else {}})
+
+    Links().feed(body.decode("utf-8", "replace"))
+    return links
+
+
+def fetch_sdist(
+    dest: Path,
+    version: str,
+    *,
+    index_url: str | None = None,
+    find_links: list[str] | tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Put ``llama_cpp_python-VERSION.tar.gz`` in ``dest``: from a ``find_links`` folder, else from the simple
+    index (``index_url``, else ``$PIP_INDEX_URL``, else PyPI), checked against the SHA-256 medix pins for that
+    version (:data:`SDIST_SHA256`) and the one the index publishes. Only the archive is fetched (``pip
+    download`` of an sdist installs its build backend just to read the metadata). A file whose hash differs
+    is removed and refused; nothing unchecked is left under the final name."""
+    import shutil
+    import urllib.request
+
+    name = f"llama_cpp_python-{version}.tar.gz"
+    pinned = SDIST_SHA256.get(version)
+    part = dest / f"{name}.part"
+    dest.mkdir(parents=True, exist_ok=True)
+    local = [Path(d.removeprefix("file://")).expanduser() / name for d in find_links if "://" not in d
+             or d.startswith("file://")]  # fmt: skip
+    found = next((f for f in local if f.is_file()), None)
+    published: str | None = None
+    if found is not None:
+        where = str(found)
+        log(f"llama-cpp-python {version} source distribution: copying {found}")
+        shutil.copyfile(found, part)
+    else:
+        index = index_url or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+        match = [f for f in _index_files(index, "llama-cpp-python") if f["filename"] == name]
+        if not match:
+            raise ConverterError(
+                f"{index}: no {name} on the index (llama-cpp-python {version}'s source distribution); "
+                "give one with --llama-sdist FILE"
+            )
+        where, published = match[0]["url"], (match[0].get("hashes") or {}).get("sha256")
+        log(f"llama-cpp-python {version} source distribution: fetching {where}")
+        try:
+            with urllib.request.urlopen(where, timeout=600) as r, open(part, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            raise ConverterError(f"fetching {where} failed: {e}; give the file with --llama-sdist") from None
+    got = _sha256(part)
+    for want, whose in (
+        (pinned, f"pinned by medix for llama-cpp-python {version}"),
+        (published, "the index's"),
+    ):
+        if want is not None and got != want.lower():
+            part.unlink()
+            raise ConverterError(
+                f"{name} from {where}: SHA-256 {got} differs from {whose}, {want}; refused (not the "
+                "published file: a corrupt download or a tampered mirror). Give a verified copy with "
+                "--llama-sdist"
+            )
+    if pinned is None and published is None:
+        part.unlink()
+        raise ConverterError(
+            f"{name} from {where}: no SHA-256 to check it against (medix pins none for {version} and the "
+            "index published none); give a verified copy with --llama-sdist FILE"
+        )
+    final = dest / name
+    os.replace(part, final)
+    return final
 
 
 def _offline_env() -> dict[str, str]:

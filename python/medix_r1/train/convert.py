@@ -13,7 +13,7 @@ from pathlib import Path
 from medix_r1._fsutil import atomic_dir
 from medix_r1.errors import check_model_path
 
-__all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint"]
+__all__ = ["default_policy_cache", "gguf_to_checkpoint", "is_checkpoint", "plain_byte_level"]
 
 _MARKER = "medix_converted.json"
 _FORMAT = 3  # bump when the conversion changes, so cached checkpoints are redone
@@ -32,6 +32,32 @@ def is_checkpoint(path: str | Path) -> bool:
     return (
         any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or (p / "model.safetensors.index.json").exists()
     )
+
+
+def plain_byte_level(tokenizer_json: str | Path) -> bool:
+    """Make a byte-level BPE ``tokenizer.json`` that also claims SentencePiece byte fallback plain byte-level.
+
+    transformers' GGUF reader writes GPT-2-style byte-level BPE tokenizers (SmolLM2's, a "llama" GGUF) with
+    ``byte_fallback`` and SentencePiece's decoder steps (ByteFallback, Fuse, Replace U+2581). Byte-level BPE
+    covers every byte, so none of them ever acts and the tokenizer behaves the same without them; but
+    llama.cpp's converter reads the flag as "a SentencePiece Llama vocabulary", writes the wrong vocabulary
+    type, and llama.cpp aborts at the first tokenization of the exported GGUF. The file is replaced
+    atomically; True when it was changed."""
+    path = Path(tokenizer_json)
+    if not path.is_file():
+        return False
+    t = json.loads(path.read_text(encoding="utf-8"))
+    model, pre = t.get("model") or {}, t.get("pre_tokenizer") or {}
+    pres = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    byte_level = [x for x in pres if isinstance(x, dict) and x.get("type") == "ByteLevel"]
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or not byte_level:
+        return False
+    model["byte_fallback"] = False
+    t["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(t, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return True
 
 
 def gguf_to_checkpoint(
@@ -53,6 +79,9 @@ def gguf_to_checkpoint(
             src.stat().st_size,
             _FORMAT,
         ):
+            # Checkpoints cached before the conversion wrote a plain byte-level tokenizer get it now (the
+            # same tokenizer behaviour, so the format number stays and nothing is converted again).
+            plain_byte_level(out / "tokenizer.json")
             return out
 
     import torch
@@ -93,6 +122,7 @@ def gguf_to_checkpoint(
             plain.generation_config = model.generation_config
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        plain_byte_level(tmp / "tokenizer.json")
         (tmp / _MARKER).write_text(
             json.dumps({"source": str(src), "size": src.stat().st_size, "dtype": dtype, "format": _FORMAT})
         )
