@@ -508,6 +508,14 @@ def test_serve_with_the_official_openai_client(served_policy):
     ) as stream:
         plain = list(stream)
     assert all(c.usage is None and c.choices for c in plain)
+    with client.chat.completions.create(  # a client that leaves mid-stream: the server stops and serves on
+        model="medix-demo-q8_0", messages=msgs, max_tokens=400, temperature=0, stream=True
+    ) as stream:
+        next(iter(stream))
+    again = client.chat.completions.create(
+        model="medix-demo-q8_0", messages=msgs, max_tokens=20, temperature=0
+    )
+    assert again.choices[0].message.content == text
     with pytest.raises(openai.AuthenticationError):
         _openai_client(served_policy.url, "wrong").models.list()
     with pytest.raises(openai.NotFoundError, match="not served here"):

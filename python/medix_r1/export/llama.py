@@ -255,7 +255,7 @@ def fetch_sdist(
             raise ConverterError(f"fetching {where} failed: {e}; give the file with --llama-sdist") from None
     got = _sha256(part)
     for want, whose in (
-        (pinned, f"pinned by medix for llama-cpp-python {version}"),
+        (pinned, f"the one medix pins for llama-cpp-python {version}"),
         (published, "the index's"),
     ):
         if want is not None and got != want.lower():
