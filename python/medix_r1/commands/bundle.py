@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--llama-sdist",
         metavar="FILE",
         help="the llama-cpp-python source distribution to carry in tools/ (llama.cpp's GGUF converters for "
-        "medix export; fetched with pip when the export extra is asked for and this is not given)",
+        "medix export; when the export extra is asked for and this is not given: fetched from a --find-links "
+        "folder or the package index ($PIP_INDEX_URL, else PyPI), its SHA-256 checked)",
     )
     c.add_argument("--medix-wheel", metavar="FILE", help="medix-r1's wheel (default: built with maturin)")
     c.add_argument(
