@@ -126,19 +126,21 @@ def q8_dir(run_dir, llama_sdist, tmp_path_factory) -> Path:
     return out
 
 
-def test_converted_policy_has_a_plain_byte_level_tokenizer(run_dir, gguf_path):
-    """train/convert.py's checkpoint of the GGUF policy (the run's base) carries a byte-level BPE tokenizer
-    without SentencePiece byte fallback (which llama.cpp's converter misreads), and it tokenizes and decodes
-    exactly as llama.cpp does with the GGUF's own vocabulary."""
+def test_converted_policy_has_a_plain_byte_level_tokenizer(run_dir, gguf_path, tmp_path):
+    """train/convert.py's checkpoint of the GGUF policy (a fresh one, and the cached one the run trained on)
+    carries a byte-level BPE tokenizer without SentencePiece byte fallback (which llama.cpp's converter
+    misreads), and it tokenizes and decodes exactly as llama.cpp does with the GGUF's own vocabulary."""
     import llama_cpp
     from medix_r1.export import resolve_source
+    from medix_r1.train.convert import gguf_to_checkpoint
     from transformers import AutoTokenizer
 
-    base = resolve_source(run_dir, None, None).base
-    t = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
-    assert t["model"]["type"] == "BPE" and not t["model"].get("byte_fallback")
-    assert t["decoder"]["type"] == "ByteLevel"
-    tok = AutoTokenizer.from_pretrained(str(base))
+    fresh = gguf_to_checkpoint(gguf_path, tmp_path / "ckpt")
+    for ckpt in (fresh, resolve_source(run_dir, None, None).base):
+        t = json.loads((ckpt / "tokenizer.json").read_text(encoding="utf-8"))
+        assert t["model"]["type"] == "BPE" and not t["model"].get("byte_fallback")
+        assert t["decoder"]["type"] == "ByteLevel"
+    tok = AutoTokenizer.from_pretrained(str(fresh))
     llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
     for text in ["Fièvre à 38,5 °C — 肺炎? ", "x-ray\n\tCT  MRI", "emoji 🫁 and \u2581 and <0x41>"]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
