@@ -111,7 +111,7 @@ def local_backend(args: argparse.Namespace) -> object:
 
 def _serve(args: argparse.Namespace) -> int:
     from medix_r1.errors import BackendError, MissingModelError, UserError
-    from medix_r1.judge.server import JudgeServer
+    from medix_r1.llm.server import ChatServer
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     chat = local_backend(args)
     try:
-        srv = JudgeServer(
+        srv = ChatServer(
             chat,  # type: ignore[arg-type]  # a GGUF: a LlamaCppChat
             host=args.host,
             port=args.port,

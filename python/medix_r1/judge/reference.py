@@ -239,7 +239,7 @@ class ReferenceJudge(_CachingJudge):
 
     def reply(self, predicted: str, ground_truth: str) -> tuple[str, float | None]:
         """The in-process judge's reply text and P(YES) for one pair (no cache)."""
-        from medix_r1.judge.server import generate
+        from medix_r1.llm.server import generate
 
         chat = self.backend
         assert isinstance(chat, LlamaCppChat)
