@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError
+from medix_r1.llm import BackendConfig, LlamaCppChat
 from medix_r1.llm.server import (
     ROLES,
     BadRequest,
@@ -27,6 +28,7 @@ from medix_r1.llm.server import (
     Generation,
     Job,
     client_gone,
+    open_chat,
     request_integer,
     request_number,
 )
@@ -53,27 +55,17 @@ class PolicyServer(ChatServer):
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | BackendConfig | LlamaCppChat,
         *,
-        mmproj: str | Path | None = None,
         lora: str | Path | None = None,
-        n_ctx: int = 4096,
-        n_gpu_layers: int = 0,
-        n_threads: int | None = None,
+        mmproj: str | Path | None = None,
         chat_format: str | None = None,
         **kw: Any,
     ) -> None:
-        from medix_r1.llm import LlamaCppChat
-
-        chat = LlamaCppChat(
-            model,
-            n_ctx=n_ctx,
-            n_gpu_layers=n_gpu_layers,
-            n_threads=n_threads,
-            chat_format=chat_format,
-            clip_model_path=mmproj,
-            lora_path=lora,
-        )
+        """``model``: as :class:`ChatServer`'s (a path: ``mmproj``, ``chat_format`` and ``kw``'s ``n_ctx``,
+        ``n_gpu_layers``, ``n_threads`` apply); the other ``kw`` are :class:`ChatServer`'s."""
+        backend = {k: kw.pop(k) for k in ("n_ctx", "n_gpu_layers", "n_threads") if k in kw}
+        chat = open_chat(model, lora=lora, mmproj=mmproj, chat_format=chat_format, **backend)
         super().__init__(chat, **kw)
         base: Any = self.httpd.RequestHandlerClass  # the chat server's handler class
         self.httpd.RequestHandlerClass = _make_policy_handler(self, base)
