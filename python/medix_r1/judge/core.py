@@ -134,8 +134,9 @@ class VerdictCache:
         return key in self._d
 
 
-class _CachingJudge:
-    """Exact-match short-circuit, de-duplication and the cache; subclasses judge the unique rest."""
+class CachingJudge:
+    """Exact-match short-circuit (:meth:`_key`), de-duplication and the cache; subclasses judge the unique
+    rest (:meth:`_judge_unique`) and may decide differently what needs no model (:meth:`_key`)."""
 
     name: str
 
@@ -147,29 +148,14 @@ class _CachingJudge:
         out: list[Verdict | None] = [None] * len(pairs)
         todo: dict[tuple[str, str], list[int]] = {}
         for i, pair in enumerate(pairs):
-            checked = checked_pair(i, pair)
-            if isinstance(checked, Verdict):
-                out[i] = checked
-                continue
-            pred, gt = checked
-            pred, gt = pred.strip(), gt.strip()
-            if not gt:
-                out[i] = Verdict(None, error="empty ground truth: nothing to compare with")
-            elif pred == gt:
-                out[i] = Verdict(True, 1.0, source="exact")
-            elif not pred:
-                out[i] = Verdict(False, 0.0, source="exact")  # an empty answer never matches a non-empty one
-            elif not (key := (sanitize(pred), sanitize(gt)))[1]:
-                out[i] = Verdict(None, error="the ground truth is empty once control text is removed")
-            elif not key[0]:
-                out[i] = Verdict(False, 0.0, source="exact")  # nothing but control text: no answer
+            key = self._key(i, pair)
+            if isinstance(key, Verdict):
+                out[i] = key
             elif key in todo:
                 todo[key].append(i)
             elif (hit := self.cache.get(key)) is not None:
                 out[i] = Verdict(hit.match, hit.p_yes, source="cache")
             else:
-                # Keyed on what the judge will see: answers that differ only in spacing, invisible or control
-                # characters make the same prompt, so they are judged once.
                 todo[key] = [i]
         if todo:
             keys = list(todo)
@@ -178,6 +164,29 @@ class _CachingJudge:
                 for i in todo[key]:
                     out[i] = verdict
         return [v if v is not None else Verdict(None, error="internal: not judged") for v in out]
+
+    def _key(self, i: int, pair: Any) -> Verdict | tuple[str, str]:
+        """The verdict of pair ``i`` when it needs no model (bad, empty, exact match), else its cache key.
+
+        Keyed on what the judge will see: answers that differ only in spacing, invisible or control
+        characters make the same prompt, so they are judged once."""
+        checked = checked_pair(i, pair)
+        if isinstance(checked, Verdict):
+            return checked
+        pred, gt = checked
+        pred, gt = pred.strip(), gt.strip()
+        if not gt:
+            return Verdict(None, error="empty ground truth: nothing to compare with")
+        if pred == gt:
+            return Verdict(True, 1.0, source="exact")
+        if not pred:
+            return Verdict(False, 0.0, source="exact")  # an empty answer never matches a non-empty one
+        key = (sanitize(pred), sanitize(gt))
+        if not key[1]:
+            return Verdict(None, error="the ground truth is empty once control text is removed")
+        if not key[0]:
+            return Verdict(False, 0.0, source="exact")  # nothing but control text: no answer
+        return key
 
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for distinct, non-trivial pairs; must put decided verdicts in ``self.cache``."""
@@ -189,7 +198,7 @@ _YES = ("YES", "Yes", "yes", " YES", " Yes", " yes")
 _NO = ("NO", "No", "no", " NO", " No", " no")
 
 
-def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
+def p_yes_of(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
     """P(YES) among {YES, NO}, summing the mass of every token spelling each word."""
     if not yes_logps and not no_logps:
         return None
@@ -198,7 +207,7 @@ def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | Non
     return Choice({"yes": ly, "no": ln}).prob("yes")
 
 
-class LocalJudge(_CachingJudge):
+class LocalJudge(CachingJudge):
     """The judge model in-process (llama.cpp). One forward pass per unique pair, no sampling: the verdict is
     the backend's :meth:`~medix_r1.llm.LlamaCppChat.choose` between the YES and NO tokens.
 
@@ -269,7 +278,7 @@ class LocalJudge(_CachingJudge):
         self.chat.close()
 
 
-class RemoteJudge(_CachingJudge):
+class RemoteJudge(CachingJudge):
     """The judge behind an OpenAI-compatible server (vLLM, llama.cpp's server, ``medix judge serve``).
 
     Asks for one token at temperature 0 with ``logprobs``/``top_logprobs=10`` and reads P(YES) from the first
@@ -337,7 +346,7 @@ class RemoteJudge(_CachingJudge):
                 c = classify_reply_token(str(a.get("token", "")))
                 if c is not None:
                     (yes if c else no).append(float(a["logprob"]))
-            p = _p_yes(yes, no)
+            p = p_yes_of(yes, no)
             if p is not None:
                 return Verdict(p > 0.5, p, source="judge")
         message = choice.get("message") if isinstance(choice, dict) else None

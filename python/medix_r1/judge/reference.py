@@ -25,12 +25,11 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError, ConfigError
-from medix_r1.judge.core import Verdict, _CachingJudge, _p_yes, checked_pair
+from medix_r1.judge.core import CachingJudge, Verdict, checked_pair, p_yes_of
 from medix_r1.judge.prompt import classify_reply_token
 from medix_r1.llm import LlamaCppChat, OpenAIChat
 
@@ -174,10 +173,10 @@ def _p_yes_from_alternatives(entries: Any) -> float | None:
         c = classify_reply_token(str(a.get("token", "")))
         if c is not None:
             (yes if c else no).append(float(a["logprob"]))
-    return _p_yes(yes, no)
+    return p_yes_of(yes, no)
 
 
-class ReferenceJudge(_CachingJudge):
+class ReferenceJudge(CachingJudge):
     """The authors' verdict rule on an in-process llama.cpp model or an OpenAI-compatible server.
 
     ``match`` is :func:`reply_says_yes` of the reply to :func:`request_body`; ``p_yes`` is P(YES) against NO
@@ -208,29 +207,10 @@ class ReferenceJudge(_CachingJudge):
         self.logprobs = logprobs
         self.name = f"{backend.name} (reference verdict rule)"
 
-    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        out: list[Verdict | None] = [None] * len(pairs)
-        todo: dict[tuple[str, str], list[int]] = {}
-        for i, pair in enumerate(pairs):
-            checked = checked_pair(i, pair)
-            if isinstance(checked, Verdict):
-                out[i] = checked
-                continue
-            pred, gt = checked
-            key = (pred, gt)
-            if key in todo:
-                todo[key].append(i)
-            elif (hit := self.cache.get(key)) is not None:
-                out[i] = Verdict(hit.match, hit.p_yes, source="cache")
-            else:
-                todo[key] = [i]
-        if todo:
-            keys = list(todo)
-            self.model_calls += len(keys)
-            for key, verdict in zip(keys, self._judge_unique(keys)):
-                for i in todo[key]:
-                    out[i] = verdict
-        return [v if v is not None else Verdict(None, error="internal: not judged") for v in out]
+    def _key(self, i: int, pair: Any) -> Verdict | tuple[str, str]:
+        """Pairs exactly as given (no trimming, no exact-match short-circuit): only a malformed pair is
+        decided without the model."""
+        return checked_pair(i, pair)
 
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         if isinstance(self.backend, LlamaCppChat):
