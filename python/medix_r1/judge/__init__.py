@@ -1,4 +1,4 @@
-"""The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, validation (the server: medix_r1.llm.server).
+"""The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, validation.
 
 ``make_judge(JudgeConfig(model="judge.gguf"))`` runs the judge in-process with llama.cpp;
 ``JudgeConfig(url=..., name=...)`` talks to any OpenAI-compatible server, e.g. ``medix judge serve``. Both are
