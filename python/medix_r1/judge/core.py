@@ -198,7 +198,24 @@ _YES = ("YES", "Yes", "yes", " YES", " Yes", " yes")
 _NO = ("NO", "No", "no", " NO", " No", " no")
 
 
-def p_yes_of(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
+def p_yes_from_alternatives(entries: Any) -> float | None:
+    """P(YES) among {YES, NO} from the first generated token's ``top_logprobs`` (OpenAI's layout of a reply's
+    ``logprobs.content``); None when they name neither word."""
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return None
+    alts = entries[0].get("top_logprobs") or [entries[0]]
+    yes: list[float] = []
+    no: list[float] = []
+    for a in alts if isinstance(alts, list) else []:
+        if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
+            continue
+        c = classify_reply_token(str(a.get("token", "")))
+        if c is not None:
+            (yes if c else no).append(float(a["logprob"]))
+    return _p_yes(yes, no)
+
+
+def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
     """P(YES) among {YES, NO}, summing the mass of every token spelling each word."""
     if not yes_logps and not no_logps:
         return None
@@ -335,20 +352,8 @@ class RemoteJudge(CachingJudge):
             return Verdict(None, error=f"{self.client.url}: reply without choices: {str(reply)[:300]}")
         lp = choice.get("logprobs") if isinstance(choice, dict) else None
         content = lp.get("content") if isinstance(lp, dict) else None
-        if isinstance(content, list) and content and isinstance(content[0], dict):
-            first = content[0]
-            alts = first.get("top_logprobs") or [first]
-            yes: list[float] = []
-            no: list[float] = []
-            for a in alts if isinstance(alts, list) else []:
-                if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
-                    continue
-                c = classify_reply_token(str(a.get("token", "")))
-                if c is not None:
-                    (yes if c else no).append(float(a["logprob"]))
-            p = p_yes_of(yes, no)
-            if p is not None:
-                return Verdict(p > 0.5, p, source="judge")
+        if (p := p_yes_from_alternatives(content)) is not None:
+            return Verdict(p > 0.5, p, source="judge")
         message = choice.get("message") if isinstance(choice, dict) else None
         text = message.get("content") if isinstance(message, dict) else None
         decision = parse_reply(text if isinstance(text, str) else "")

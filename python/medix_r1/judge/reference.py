@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError, ConfigError
-from medix_r1.judge.core import CachingJudge, Verdict, checked_pair, p_yes_of
-from medix_r1.judge.prompt import classify_reply_token
+from medix_r1.judge.core import CachingJudge, Verdict, checked_pair, p_yes_from_alternatives
 from medix_r1.llm import LlamaCppChat, OpenAIChat
 
 __all__ = [
@@ -160,22 +159,6 @@ def request_body(
     return body
 
 
-def _p_yes_from_alternatives(entries: Any) -> float | None:
-    """P(YES) among {YES, NO} from the first generated token's ``top_logprobs`` (OpenAI's layout)."""
-    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
-        return None
-    alts = entries[0].get("top_logprobs") or [entries[0]]
-    yes: list[float] = []
-    no: list[float] = []
-    for a in alts if isinstance(alts, list) else []:
-        if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
-            continue
-        c = classify_reply_token(str(a.get("token", "")))
-        if c is not None:
-            (yes if c else no).append(float(a["logprob"]))
-    return p_yes_of(yes, no)
-
-
 class ReferenceJudge(CachingJudge):
     """The authors' verdict rule on an in-process llama.cpp model or an OpenAI-compatible server.
 
@@ -234,7 +217,7 @@ class ReferenceJudge(CachingJudge):
             top_p=TOP_P,
             top_logprobs=TOP_LOGPROBS,
         )
-        return gen.text, _p_yes_from_alternatives(gen.logprobs)
+        return gen.text, p_yes_from_alternatives(gen.logprobs)
 
     def _local(self, predicted: str, ground_truth: str) -> Verdict:
         try:
@@ -271,7 +254,7 @@ class ReferenceJudge(CachingJudge):
         if not isinstance(text, str):
             return Verdict(None, error=f"{url}: choices[0].message.content is not text: {str(text)[:300]}")
         lp = choice.get("logprobs") if isinstance(choice, dict) else None
-        p = _p_yes_from_alternatives(lp.get("content")) if isinstance(lp, dict) else None
+        p = p_yes_from_alternatives(lp.get("content")) if isinstance(lp, dict) else None
         return Verdict(reply_says_yes(text), p, source="judge")
 
     def close(self) -> None:
