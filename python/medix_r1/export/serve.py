@@ -143,11 +143,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
             if path not in ("/v1/chat/completions", "/chat/completions"):
                 super().do_POST()
                 return
-            try:
-                raw = self._read_body()
-            except (TimeoutError, OSError):
-                self.close_connection = True
-                return
+            raw = self._read_body()
             if raw is None:
                 return
             try:
@@ -166,12 +162,8 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                     self.rfile = real
                 return
             # Read and authorised: stop the request deadline and take a slot (the chat server's rule).
-            if not self._authorised() or not self._take_slot():
-                return
-            try:
-                self._post_policy(body, images)
-            finally:
-                self.httpd.release_slot()
+            if self._authorised():
+                self._in_slot(lambda: self._post_policy(body, images))
 
         def _post_policy(self, body: Any, images: bool) -> None:
             assert isinstance(body, dict)

@@ -686,17 +686,18 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 self.httpd.unwatch(self.connection)
                 self._send(200, {"status": "ok", "model": server.model_name})
                 return
-            if not self._authorised() or not self._take_slot():
-                return
-            try:
-                if path in ("/v1/models", "/models"):
-                    self._send(200, server.models())
-                else:
-                    self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
-            finally:
-                self.httpd.release_slot()
+            if self._authorised():
+                self._in_slot(lambda: self._get(path))
+
+        def _get(self, path: str) -> None:
+            if path in ("/v1/models", "/models"):
+                self._send(200, server.models())
+            else:
+                self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
 
         def _read_body(self) -> bytes | None:
+            """The request's body (a Content-Length of at most ``max_body``, sent within the deadline); None
+            when it was refused (the error is sent) or not sent in time (the connection is closed)."""
             raw_len = self.headers.get("Content-Length")
             if self.headers.get("Transfer-Encoding"):
                 self.close_connection = True
@@ -715,32 +716,38 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 return None
             deadline = time.monotonic() + server.timeout
             chunks, left = [], length
-            while left > 0:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                chunk = self.rfile.read1(min(left, 65536))
-                if not chunk:
-                    self.close_connection = True
-                    return None
-                chunks.append(chunk)
-                left -= len(chunk)
+            try:
+                while left > 0:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    chunk = self.rfile.read1(min(left, 65536))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+            except (TimeoutError, OSError):
+                pass
+            if left > 0:  # too slow, or the client stopped sending
+                self.close_connection = True
+                return None
             return b"".join(chunks)
+
+        def _in_slot(self, work: Callable[[], None]) -> None:
+            """Once the request is read and authorised: ``work()`` in a slot (none free: 429 and close)."""
+            if not self._take_slot():
+                return
+            try:
+                work()
+            finally:
+                self.httpd.release_slot()
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             if not self._authorised():
                 return
-            try:
-                raw = self._read_body()
-            except (TimeoutError, OSError):
-                self.close_connection = True
-                return
-            if raw is None or not self._take_slot():
-                return
-            try:
-                self._post(path, raw)
-            finally:
-                self.httpd.release_slot()
+            raw = self._read_body()
+            if raw is not None:
+                self._in_slot(lambda: self._post(path, raw))
 
         def _post(self, path: str, raw: bytes) -> None:
             if path not in ("/v1/chat/completions", "/chat/completions"):
