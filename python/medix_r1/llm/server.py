@@ -717,15 +717,13 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             deadline = time.monotonic() + server.timeout
             chunks, left = [], length
             try:
-                while left > 0:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError
+                while left > 0 and time.monotonic() <= deadline:
                     chunk = self.rfile.read1(min(left, 65536))
                     if not chunk:
                         break
                     chunks.append(chunk)
                     left -= len(chunk)
-            except (TimeoutError, OSError):
+            except OSError:  # a read timed out (TimeoutError) or the connection failed
                 pass
             if left > 0:  # too slow, or the client stopped sending
                 self.close_connection = True
