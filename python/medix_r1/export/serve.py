@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError
-from medix_r1.llm import BackendConfig, LlamaCppChat
+from medix_r1.llm import BackendConfig, LlamaCppChat, open_local
 from medix_r1.llm.server import (
     ROLES,
     BadRequest,
@@ -28,7 +28,6 @@ from medix_r1.llm.server import (
     Generation,
     Job,
     client_gone,
-    open_chat,
     request_integer,
     request_number,
 )
@@ -65,7 +64,7 @@ class PolicyServer(ChatServer):
         """``model``: as :class:`ChatServer`'s (a path: ``mmproj``, ``chat_format`` and ``kw``'s ``n_ctx``,
         ``n_gpu_layers``, ``n_threads`` apply); the other ``kw`` are :class:`ChatServer`'s."""
         backend = {k: kw.pop(k) for k in ("n_ctx", "n_gpu_layers", "n_threads") if k in kw}
-        chat = open_chat(model, lora=lora, mmproj=mmproj, chat_format=chat_format, **backend)
+        chat = open_local(model, lora=lora, mmproj=mmproj, chat_format=chat_format, **backend)
         super().__init__(chat, **kw)
         base: Any = self.httpd.RequestHandlerClass  # the chat server's handler class
         self.httpd.RequestHandlerClass = _make_policy_handler(self, base)

@@ -25,7 +25,7 @@ from medix_r1.judge.prompt import (
     parse_reply,
     sanitize,
 )
-from medix_r1.llm import BackendConfig, Choice, LlamaCppChat, OpenAIChat, open_backend
+from medix_r1.llm import BackendConfig, Choice, LlamaCppChat, OpenAIChat, open_backend, open_local
 
 __all__ = [
     "Judge",
@@ -233,19 +233,17 @@ class LocalJudge(CachingJudge):
     control token, and the fixed prefix tokenizes the same for every pair. Pairs are evaluated sorted by
     ground truth, so a group of completions for one question also shares the ground truth's KV cache.
 
-    ``model`` is a GGUF path (``backend_kw`` go to :class:`~medix_r1.llm.LlamaCppChat`) or an open backend.
+    ``model`` is a GGUF path (``backend_kw``: :class:`~medix_r1.llm.BackendConfig` fields such as ``n_ctx``)
+    or an open backend.
     """
 
     def __init__(
         self, model: str | Path | LlamaCppChat, *, cache_size: int = 65536, **backend_kw: Any
     ) -> None:
         super().__init__(cache_size)
-        if isinstance(model, LlamaCppChat):
-            if backend_kw:
-                raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
-            self.chat = model
-        else:
-            self.chat = LlamaCppChat(model, **backend_kw)
+        if isinstance(model, LlamaCppChat) and backend_kw:
+            raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
+        self.chat = open_local(model, **backend_kw)
         self.name = self.chat.name
         self.options = {"yes": self._first_tokens(_YES, True), "no": self._first_tokens(_NO, False)}
         self.yes_ids, self.no_ids = self.options["yes"], self.options["no"]
@@ -321,16 +319,18 @@ class RemoteJudge(CachingJudge):
         if isinstance(url, OpenAIChat):
             self.client = url
         else:
-            self.client = OpenAIChat(
-                url,
-                model or "",
+            config = BackendConfig(
+                url=url,
+                name=model,
                 timeout=timeout,
                 max_retries=max_retries,
-                backoff=backoff,
                 concurrency=concurrency,
                 api_key_env=api_key_env,
                 batch_timeout=batch_timeout,
             )
+            client = open_backend(config, backoff=backoff)  # checked as every backend option is
+            assert isinstance(client, OpenAIChat)
+            self.client = client
         self.name = self.client.name
 
     @staticmethod

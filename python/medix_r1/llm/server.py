@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from medix_r1.errors import BackendError
-from medix_r1.llm import BackendConfig, LlamaCppChat
+from medix_r1.llm import BackendConfig, LlamaCppChat, open_local
 from medix_r1.llm.remote import is_loopback_host
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "JudgeServer",
     "client_gone",
     "generate",
-    "open_chat",
     "request_integer",
     "request_number",
     "serve",
@@ -371,32 +370,12 @@ class _HTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def open_chat(
-    model: str | Path | BackendConfig | LlamaCppChat, *, lora: str | Path | None = None, **config: Any
-) -> LlamaCppChat:
-    """The in-process model a server answers with: ``model`` itself when already open, else the GGUF a
-    :class:`~medix_r1.llm.BackendConfig` names (for a path: ``config``, BackendConfig fields such as ``n_ctx``
-    or ``mmproj``, None for the declared default) opened by :func:`~medix_r1.llm.open_backend`, with the
-    llama.cpp LoRA GGUF ``lora`` applied on top."""
-    if isinstance(model, LlamaCppChat):
-        return model
-    from medix_r1.llm import open_backend
-
-    if not isinstance(model, BackendConfig):
-        given: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
-        model = BackendConfig(model=str(model), **{k: v for k, v in given.items() if v is not None})
-    chat = open_backend(model, **({} if lora is None else {"lora_path": lora}))
-    if not isinstance(chat, LlamaCppChat):
-        raise BackendError(f"{model.url}: a server serves a local .gguf model, not another server")
-    return chat
-
-
 class ChatServer:
     """A running server: ``url`` (the OpenAI base URL, ending in ``/v1``), ``close()``.
 
     ``model``: a GGUF path (``n_ctx``/``n_gpu_layers``/``n_threads`` apply), a
-    :class:`~medix_r1.llm.BackendConfig` naming one, or an open :class:`~medix_r1.llm.LlamaCppChat`
-    (see :func:`open_chat`). ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
+    :class:`~medix_r1.llm.BackendConfig` naming one, or an open :class:`~medix_r1.llm.LlamaCppChat` (see
+    :func:`~medix_r1.llm.open_local`). ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
     but ``/health``). ``timeout``: seconds a connection may stay idle plus take to send a whole request
     (head and body), a deadline, not a per-read timeout. ``max_connections``: requests being served at
     once; a request takes a slot only once it is fully read and authorised. ``max_per_client``: open
@@ -424,7 +403,7 @@ class ChatServer:
             raise ValueError(
                 "max_connections, max_queue, max_per_client, timeout and max_body must be positive"
             )
-        self.chat = open_chat(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+        self.chat = open_local(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
         self.model_name = name or Path(self.chat.file_name).stem
         self.api_key = api_key or None
         self.max_queue = max_queue
