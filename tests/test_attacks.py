@@ -12,9 +12,9 @@ import pytest
 from medix_r1.cli import main
 from medix_r1.eval.grading import Grader, build_first_messages
 from medix_r1.judge import LocalJudge, RemoteJudge
-from medix_r1.judge import server as server_mod
-from medix_r1.judge.server import Generation, JudgeServer
 from medix_r1.llm import LlamaCppChat
+from medix_r1.llm import server as server_mod
+from medix_r1.llm.server import ChatServer, Generation
 
 GT = "Fracture of the left femur"
 
@@ -145,7 +145,7 @@ def test_judge_server_over_http(chat, corpus, monkeypatch):
         return Generation("YES", "stop", len(tokens), 1, [])
 
     monkeypatch.setattr(server_mod, "generate", capture)
-    with JudgeServer(chat, port=0, name="judge").start() as srv:
+    with ChatServer(chat, port=0, name="judge").start() as srv:
         remote = RemoteJudge(srv.url, "judge", concurrency=4, timeout=30, cache_size=0)
         clean_body = remote.request_body("fracture", GT)
         remote.client.request(clean_body)

@@ -95,14 +95,14 @@ def test_generate_resumes_after_kill(gguf_path: Path, tmp_path: Path):
 def test_remote_judge_free_text_against_judge_serve(gguf_path: Path, tmp_path: Path, capsys):
     """The tiny model behind `medix judge serve`, unconstrained: whatever it writes is either a valid score
     or, after the bounded retries, an error with score null and the raw reply; never a silent 0."""
-    from medix_r1.judge.server import JudgeServer
+    from medix_r1.llm.server import ChatServer
 
     out = tmp_path / "remote"
     argv = ["eval", "generate", "--model", str(gguf_path), "--tasks", "demo", "--out", str(out),
             "--limit", "3", "--max-new-tokens", "16", "--n-ctx", "512", "--threads", "2",
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
-    with JudgeServer(gguf_path, port=0, n_ctx=2048, n_threads=2).start() as srv:
+    with ChatServer(gguf_path, port=0, n_ctx=2048, n_threads=2).start() as srv:
         rc = main(["eval", "judge", "--judge-url", srv.url, "--judge-name", srv.model_name, "--out", str(out),
                    "--judge-max-tokens", "12", "--parse-retries", "1", "--judge-concurrency", "3",
                    "--no-progress"])  # fmt: skip

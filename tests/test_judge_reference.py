@@ -270,7 +270,7 @@ def test_servers_without_a_model_list_or_down_are_not_checked(scripted):
 @pytest.mark.slow
 def test_wrong_judge_name_against_medix_judge_serve(gguf_path, tmp_path, capsys):
     from medix_r1.cli import main
-    from medix_r1.judge.server import serve
+    from medix_r1.llm.server import serve
 
     srv = serve(gguf_path, port=0, block=False, n_ctx=1024, name="tiny-judge")
     try:

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from medix_r1.cli import main as cli_main
 from medix_r1.judge import LocalJudge, RemoteJudge
-from medix_r1.judge.server import JudgeServer
 from medix_r1.llm import OpenAIChat
+from medix_r1.llm.server import ChatServer
 
 pytestmark = pytest.mark.slow
 
@@ -218,11 +218,11 @@ def test_concurrent_connections(server):
 
 def test_all_decoding_runs_on_one_model_thread(gguf_path):
     # One llama.cpp OpenMP thread team for the server's life, not one per connection.
-    from medix_r1.judge.server import serve
+    from medix_r1.llm.server import serve
 
     srv = serve(gguf_path, port=0, n_ctx=512, n_threads=2, name=NAME, block=False)
     seen: set[int] = set()
-    from medix_r1.judge import server as server_mod
+    from medix_r1.llm import server as server_mod
 
     real_generate = server_mod.generate
 
@@ -368,7 +368,7 @@ MALFORMED = [
 
 
 def test_malformed_input_is_always_a_400(model):
-    with JudgeServer(model, port=0, name=NAME).start() as srv:
+    with ChatServer(model, port=0, name=NAME).start() as srv:
         for body in MALFORMED:
             status, reply = http_post(srv.port, body)
             assert 400 <= status < 500 and status != 429, (body[:60], status)
@@ -380,7 +380,7 @@ def test_malformed_input_is_always_a_400(model):
 
 
 def test_body_limit_is_checked_before_reading(model):
-    with JudgeServer(model, port=0, name=NAME, max_body=1000).start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_body=1000).start() as srv:
         t0 = time.monotonic()
         # Headers only: the server must answer without waiting for the 8 MiB it was promised.
         reply = raw_request(
@@ -391,7 +391,7 @@ def test_body_limit_is_checked_before_reading(model):
 
 
 def test_api_key_is_required_when_set(model):
-    with JudgeServer(model, port=0, name=NAME, api_key="s3cret").start() as srv:
+    with ChatServer(model, port=0, name=NAME, api_key="s3cret").start() as srv:
         body = json.dumps({"messages": MSG, "max_tokens": 1}).encode()
         assert http_post(srv.port, body)[0] == 401
         assert http_post(srv.port, body, "Authorization: Bearer wrong\r\n")[0] == 401
@@ -403,12 +403,12 @@ def test_api_key_is_required_when_set(model):
 
 def test_non_loopback_bind_warns(model):
     with pytest.warns(RuntimeWarning, match="without --api-key"):
-        JudgeServer(model, host="0.0.0.0", port=0, name=NAME).close()
+        ChatServer(model, host="0.0.0.0", port=0, name=NAME).close()
 
 
 def test_connection_cap_and_idle_timeout(model):
     """Idle connections hold no slot; they are closed after the timeout; a slot is taken by a request."""
-    with JudgeServer(model, port=0, name=NAME, max_connections=2, timeout=0.5).start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_connections=2, timeout=0.5).start() as srv:
         a = socket.create_connection(("127.0.0.1", srv.port))
         b = socket.create_connection(("127.0.0.1", srv.port))
         time.sleep(0.1)
@@ -421,7 +421,7 @@ def test_connection_cap_and_idle_timeout(model):
 
 
 def test_attack_requests_beyond_the_slots_are_429_but_health_answers(model, monkeypatch):
-    from medix_r1.judge import server as server_mod
+    from medix_r1.llm import server as server_mod
 
     release = threading.Event()
     real = server_mod.generate
@@ -431,7 +431,7 @@ def test_attack_requests_beyond_the_slots_are_429_but_health_answers(model, monk
         return real(chat, *a, **kw)
 
     monkeypatch.setattr(server_mod, "generate", held)
-    with JudgeServer(model, port=0, name=NAME, max_connections=1, api_key="k").start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_connections=1, api_key="k").start() as srv:
         body = json.dumps({"messages": MSG, "max_tokens": 1}).encode()
         keeper = socket.create_connection(("127.0.0.1", srv.port))
         keeper.sendall(
@@ -452,7 +452,7 @@ def test_attack_requests_beyond_the_slots_are_429_but_health_answers(model, monk
 
 
 def test_attack_30000_empty_messages_are_refused_before_any_tokenizing(model):
-    with JudgeServer(model, port=0, name=NAME).start() as srv:
+    with ChatServer(model, port=0, name=NAME).start() as srv:
         body = json.dumps({"messages": [{"role": "user", "content": ""}] * 30_000, "max_tokens": 1}).encode()
         t0 = time.perf_counter()
         status, reply = http_post(srv.port, body)
@@ -463,7 +463,7 @@ def test_attack_30000_empty_messages_are_refused_before_any_tokenizing(model):
 
 def test_attack_per_address_connection_cap(model):
     """One address cannot take every connection: its third is refused, another address is served."""
-    with JudgeServer(model, port=0, name=NAME, max_per_client=2, timeout=10).start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_per_client=2, timeout=10).start() as srv:
         mine = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
         time.sleep(0.2)
         third = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
@@ -537,7 +537,7 @@ def test_attack_slow_loris_cannot_lock_out_health(gguf_path):
 
 
 def test_full_queue_is_429_and_abandoned_requests_never_run(model, monkeypatch):
-    from medix_r1.judge import server as server_mod
+    from medix_r1.llm import server as server_mod
 
     ran: list[int] = []
     release = threading.Event()
@@ -550,7 +550,7 @@ def test_full_queue_is_429_and_abandoned_requests_never_run(model, monkeypatch):
         return real(chat, *a, **kw)
 
     monkeypatch.setattr(server_mod, "generate", counted)
-    with JudgeServer(model, port=0, name=NAME, max_queue=3).start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_queue=3).start() as srv:
         head = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
         first = json.dumps({"messages": MSG, "max_tokens": 7, "temperature": 0}).encode()
         keeper = socket.create_connection(("127.0.0.1", srv.port))
@@ -584,7 +584,7 @@ def test_load_with_abandoning_clients(model):
     queue holds 4, so waiting is bounded (beyond: 429)."""
     import random
 
-    with JudgeServer(model, port=0, name=NAME, max_queue=4).start() as srv:
+    with ChatServer(model, port=0, name=NAME, max_queue=4).start() as srv:
         body = json.dumps({"messages": MSG, "max_tokens": 1, "temperature": 0}).encode()
         req = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         t_start = time.monotonic()

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import pytest
 from medix_r1.errors import BackendError, ConfigError, MissingModelError
-from medix_r1.judge.server import generate
 from medix_r1.llm import BackendConfig, ChatBackend, LlamaCppChat, OpenAIChat, open_backend
+from medix_r1.llm.server import generate
 
 HELLO = [{"role": "user", "content": "Name one organ of the human body."}]
 
@@ -33,7 +33,7 @@ def chat(gguf_path) -> LlamaCppChat:
 
 @pytest.fixture(scope="module")
 def server(gguf_path):
-    from medix_r1.judge.server import serve
+    from medix_r1.llm.server import serve
 
     srv = serve(gguf_path, port=0, n_ctx=512, n_threads=2, name="tiny", block=False)
     yield srv

@@ -472,7 +472,7 @@ def real_oracle(request, gguf_path, minilm_onnx_dir, tmp_path_factory):
     template in turn: the default wording (None) and the tests' own template in a file (its path)."""
     from medix_r1.embed.backends import FastEmbedEmbedder
     from medix_r1.judge.reference import REFERENCE_PROMPT
-    from medix_r1.judge.server import serve
+    from medix_r1.llm.server import serve
     from oracle import TEST_TEMPLATE, reference_ask_server
 
     prompt_file = None

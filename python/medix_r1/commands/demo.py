@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medix_r1.commands import command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.train.demo import DEMO_COMPARE, DEMO_STEPS
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "demo",
+        _demo,
         help="train a tiny policy for a few minutes on CPU, offline (adapter, metrics.jsonl, chart)",
         description="Trains SmolLM2-135M-Instruct with GRPO and the full MediX-R1 reward (llama.cpp "
         "judge, ONNX embedder) on the bundled medical QA set, printing the reward components per step.",
@@ -39,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_llama_cpu_option(
         p
     )  # the in-process judge's llama.cpp CPU buffers (YAML: reward.judge.llama_extra_buffers)
-    p.set_defaults(handler=_demo, group_parser=p)
 
 
 def _demo(args: argparse.Namespace) -> int:

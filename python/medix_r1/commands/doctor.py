@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from medix_r1.commands import command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "doctor",
+        _doctor,
         help="check this machine: Python, CPU, llama.cpp build, RAM, GPU, package versions, models, offline",
         description="Checks what medix-r1 needs here and prints each problem with its fix; exit status 1 "
         "when something needed is missing. With --bundle, also the bundle's files (sizes) and its models.",
@@ -32,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='print {"ok": ..., "checks": [{name, ok, detail, fix}], "llama_cpu": {the CPU path chosen}, '
         '"self_tests": [{role, ok, signal, cause, fix}]}',
     )
-    p.set_defaults(handler=_doctor, group_parser=p)
 
 
 def _doctor(args: argparse.Namespace) -> int:

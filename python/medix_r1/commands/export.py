@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from medix_r1.commands import command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "export",
+        _export,
         help="turn a run's LoRA adapter into a merged checkpoint, a quantized GGUF or a LoRA GGUF (offline)",
         description="merged: the adapter merged into the 16-bit base (a QLoRA run's 4-bit base is loaded in "
         "16-bit), saved as safetensors with the tokenizer/processor and chat template. gguf: that checkpoint "
@@ -43,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medix_r1.bundle import add_bundle_option
 
     add_bundle_option(p)
-    p.set_defaults(handler=_export, group_parser=p)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,80 +1,87 @@
-"""`medix judge`: serve a GGUF judge behind an OpenAI-compatible API; show the exact tokens it is given."""
+"""`medix judge`: serve a GGUF judge behind an OpenAI-compatible API; validate a judge on labelled pairs; show
+the exact tokens it is given."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
 
-from medix_r1.commands import command_group
+from medix_r1.commands import command, command_group
 
 API_KEY_ENV = "MEDIX_JUDGE_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     jsub = command_group(sub, "judge", "the YES/NO judge of the composite reward")
-    s = jsub.add_parser(
+    s = command(
+        jsub,
         "serve",
+        _serve,
         help="serve a .gguf judge with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)",
     )
     from medix_r1.bundle import add_bundle_option
-    from medix_r1.llm.options import LOCAL, add_llm_options
+    from medix_r1.commands.serve import add_server_options
+    from medix_r1.llm.options import LOCAL, REMOTE, add_llm_options
 
     # --model, --n-ctx, --n-gpu-layers, --n-threads: the spellings serve had before (kept)
     old = {"model": ["--model"], "n_ctx": ["--n-ctx"], "n_gpu_layers": ["--n-gpu-layers"]}
     old["n_threads"] = ["--n-threads"]
     add_llm_options(s, prefix="judge", names=LOCAL, old=old, help={"model": "the judge model: a local .gguf"})
     add_bundle_option(s)
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8085, help="port to listen on (0: any free port)")
-    s.add_argument("--name", default=None, help="model id clients must send (default: the file's stem)")
-    s.add_argument(
-        "--api-key",
-        default=None,
-        metavar="KEY",
-        help=f"require `Authorization: Bearer KEY` from clients (default: ${API_KEY_ENV} when set; prefer "
-        "the variable: a key on the command line is visible to other users of the machine)",
-    )
-    s.add_argument(
-        "--max-connections",
-        metavar="N",
-        type=int,
-        default=64,
-        help="requests served at once; a request gets a slot only when fully read and authorised "
-        "(beyond: 429)",
-    )
-    s.add_argument(
-        "--max-per-client",
-        metavar="N",
-        type=int,
-        default=16,
-        help="open connections from one client address (beyond: 429)",
-    )
-    s.add_argument(
-        "--max-queue",
-        metavar="N",
-        type=int,
-        default=32,
-        help="requests waiting for the model at most (beyond: 429)",
-    )
-    s.add_argument(
-        "--timeout",
-        metavar="S",
-        type=float,
-        default=30.0,
-        help="seconds a connection may idle plus take to send a whole request (head and body)",
-    )
-    s.add_argument(
-        "--max-body", metavar="N", type=int, default=1024 * 1024, help="largest request body in bytes"
-    )
-    s.set_defaults(handler=_serve)
-    from medix_r1.judge.validate import register_validate
+    add_server_options(s, port=8085, max_body=1024 * 1024, api_key_env=API_KEY_ENV)
 
-    register_validate(jsub)
+    v = command(
+        jsub,
+        "validate",
+        _validate,
+        help="measure a judge (and an embedder) on labelled answer pairs; writes report.md/json and PNGs",
+        description="Run a judge on labelled (answer, ground truth, match) pairs and write DIR/report.md, "
+        "DIR/report.json and DIR/*.png with a pass/fail verdict. Exit status 1 when the judge fails.",
+    )
+    from medix_r1.judge.validate import DEFAULT_PAIRS, Thresholds
 
-    i = jsub.add_parser(
+    src = v.add_mutually_exclusive_group()
+    add_llm_options(src, prefix="judge", names=("model", "url"), cpu_option=False)
+    # --n-threads, --n-ctx, --n-gpu-layers: the spellings validate had before (kept)
+    old = {"n_ctx": ["--n-ctx"], "n_gpu_layers": ["--n-gpu-layers"], "n_threads": ["--n-threads"]}
+    rest = ("n_ctx", "n_threads", "n_gpu_layers", *(r for r in REMOTE if r != "url"))
+    add_llm_options(v, prefix="judge", names=rest, old=old)
+    add_bundle_option(v)
+    v.add_argument(
+        "--embed-model", metavar="DIR", help="also measure this embedder (`medix embed export` dir)"
+    )
+    v.add_argument(
+        "--embed-threshold", type=float, default=0.8, help="cosine threshold of the embedding reward"
+    )
+    v.add_argument(
+        "--pairs",
+        metavar="F.jsonl",
+        default=str(DEFAULT_PAIRS),
+        help="labelled pairs: JSONL with answer, ground_truth, match, optional category, question "
+        "(default: the bundled medical set)",
+    )
+    v.add_argument("--out", required=True, metavar="DIR", help="directory for report.md, report.json, *.png")
+    v.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N pairs")
+    v.add_argument(
+        "--injection-pairs",
+        type=int,
+        default=24,
+        metavar="N",
+        help="attack at most N correctly rejected wrong answers with each injection suffix (0: skip)",
+    )
+    for f in fields(Thresholds):
+        v.add_argument(
+            "--" + f.name.replace("_", "-"), type=float, default=f.default, help=f.metadata["help"]
+        )
+
+    i = command(
+        jsub,
         "inspect",
+        _inspect,
         help="print the exact tokens the judge model is given for one (answer, ground truth) pair",
         description="Prints the token ids and texts of the reward judge's prompt (or, with --grader, the "
         "eval grader's first-round prompt) for one pair, control tokens marked. No answer can change the "
@@ -89,7 +96,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--json", action="store_true", help='{"tokens": [{"id", "text", "control"}...], "n_control": N}'
     )
-    i.set_defaults(handler=_inspect)
 
 
 def local_backend(args: argparse.Namespace) -> object:
@@ -110,46 +116,12 @@ def local_backend(args: argparse.Namespace) -> object:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from medix_r1.errors import BackendError, MissingModelError, UserError
-    from medix_r1.judge.server import JudgeServer
+    from medix_r1.commands.serve import run_server, server_options
+    from medix_r1.llm.server import ChatServer
 
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be in 0..65535, got {args.port}")
-    for flag in ("max_connections", "max_queue", "max_body", "max_per_client"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0, got {args.timeout}")
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    chat = local_backend(args)
-    try:
-        srv = JudgeServer(
-            chat,  # type: ignore[arg-type]  # a GGUF: a LlamaCppChat
-            host=args.host,
-            port=args.port,
-            name=args.name,
-            api_key=api_key,
-            max_connections=args.max_connections,
-            max_queue=args.max_queue,
-            timeout=args.timeout,
-            max_body=args.max_body,
-            max_per_client=args.max_per_client,
-        )
-    except (MissingModelError, BackendError) as e:
-        raise UserError(str(e)) from e
-    except OSError as e:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
-    auth = "API key required" if api_key else "no API key"
-    print(
-        f"medix judge: serving {srv.model_name!r} at {srv.url} ({auth}; Ctrl-C to stop)",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        srv.serve_forever()
-    finally:
-        srv.httpd.server_close()
-    return 0
+    limits = server_options(args, API_KEY_ENV)
+    chat: Any = local_backend(args)  # a GGUF: a LlamaCppChat
+    return run_server(lambda: ChatServer(chat, **limits), args, "medix judge: serving {name}")
 
 
 def inspect_tokens(
@@ -194,3 +166,66 @@ def _inspect(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from medix_r1.bundle import resolve_bundle
+    from medix_r1.errors import UserError
+    from medix_r1.judge import JudgeConfig, make_judge
+    from medix_r1.judge.validate import Thresholds, judge_identity, load_pairs, run_validation, write_report
+    from medix_r1.judge.validate.report import fmt
+    from medix_r1.llm.options import llm_overrides
+
+    resolve_bundle(args, judge="judge_model", judge_skip="judge_url")
+    if not (args.judge_model or args.judge_url):
+        raise UserError("give --judge-model FILE.gguf or --judge-url URL (or --bundle DIR with a judge)")
+    if args.judge_url and not args.judge_name:
+        raise UserError("--judge-url needs --judge-name, the model id served there")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    th = Thresholds(**{f.name: getattr(args, f.name) for f in fields(Thresholds)})
+    pairs = load_pairs(args.pairs)
+    if args.limit is not None:
+        pairs = pairs[: args.limit]
+    try:
+        jcfg = JudgeConfig(**llm_overrides(args, prefix="judge"))
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    embedder = None
+    if args.embed_model:
+        from medix_r1.embed.backends import make_embedder
+        from medix_r1.embed.config import EmbedConfig
+
+        embedder = make_embedder(EmbedConfig(model=args.embed_model, threads=args.judge_n_threads))
+    judge = make_judge(jcfg)
+    try:
+        report = run_validation(
+            judge,
+            pairs,
+            embedder=embedder,
+            embed_threshold=args.embed_threshold,
+            thresholds=th,
+            injection_pairs=args.injection_pairs,
+            log=lambda m: print(f"medix judge validate: {m}", file=sys.stderr, flush=True),
+        )
+    finally:
+        if hasattr(judge, "close"):
+            judge.close()
+    report["judge"] = judge_identity(jcfg)
+    report["pairs_file"] = str(Path(args.pairs).resolve())
+    if args.embed_model:
+        report["embed_model"] = str(Path(args.embed_model).resolve())
+    written = write_report(report, out)
+    print(
+        f"medix judge validate: {report['verdict'].upper()}: balanced accuracy "
+        f"{fmt(report['balanced_accuracy'], True)}, "
+        f"YES on mismatches {fmt(report['yes_rate_on_mismatch'], True)}, "
+        f"injection flips {fmt(report['injection_flip_rate'], True)}, AUROC {fmt(report['auroc'])}, "
+        f"{report['ms_per_pair']:.1f} ms/pair"
+        + (f"; failed: {'; '.join(report['failed_checks'])}" if report["failed_checks"] else "")
+    )
+    print(f"medix judge validate: wrote {', '.join(str(p) for p in written)}")
+    return 0 if report["verdict"] == "pass" else 1

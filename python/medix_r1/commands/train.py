@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from medix_r1.commands import command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "train",
+        _train,
         help="train with GRPO / DAPO / GSPO / Dr. GRPO and the MediX-R1 reward",
         description="Train from a YAML run file. Any option can be overridden as --section.key=value "
         "(e.g. --train.max_steps=10 --reward.judge.model=judge.gguf); --print-config lists them all.",
@@ -35,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_llama_cpu_option(
         p
     )  # the in-process judge's llama.cpp CPU buffers (YAML: reward.judge.llama_extra_buffers)
-    p.set_defaults(handler=_train, group_parser=p)
 
 
 def _train(args: argparse.Namespace) -> int:

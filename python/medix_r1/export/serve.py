@@ -1,9 +1,9 @@
-"""``medix serve``: an exported policy GGUF behind the judge server's OpenAI-compatible code (auth, caps,
+"""``medix serve``: an exported policy GGUF behind the chat server's OpenAI-compatible code (auth, caps,
 deadlines, cancellation), plus what a chat client of a policy needs: streamed replies (server-sent events,
 OpenAI's ``chat.completion.chunk`` layout), an optional llama.cpp LoRA GGUF, and image+text requests when a
 vision projector (mmproj) is loaded.
 
-A thin layer over :mod:`medix_r1.judge.server`: non-streaming text requests take exactly the judge server's
+A thin layer over :mod:`medix_r1.llm.server`: non-streaming text requests take exactly the chat server's
 path; a streaming or image request is parsed and cancelled the same way and decoded on the same single model
 thread.
 """
@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError
-from medix_r1.judge import server as _srv
-from medix_r1.judge.server import Generation, JudgeServer
+from medix_r1.llm import BackendConfig, LlamaCppChat, open_local
+from medix_r1.llm.server import (
+    ROLES,
+    BadRequest,
+    Cancelled,
+    ChatServer,
+    Generation,
+    Job,
+    client_gone,
+    request_integer,
+    request_number,
+)
 
 __all__ = ["PolicyServer", "serve_policy"]
 
@@ -37,65 +47,53 @@ def _has_images(body: Any) -> bool:
     return False
 
 
-class PolicyServer(JudgeServer):
-    """:class:`~medix_r1.judge.server.JudgeServer` for a policy: ``model`` a GGUF, ``mmproj`` its vision
+class PolicyServer(ChatServer):
+    """:class:`~medix_r1.llm.server.ChatServer` for a policy: ``model`` a GGUF, ``mmproj`` its vision
     projector, ``lora`` a llama.cpp LoRA GGUF applied on top; ``stream: true`` answers as server-sent
     events."""
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | BackendConfig | LlamaCppChat,
         *,
-        mmproj: str | Path | None = None,
         lora: str | Path | None = None,
-        n_ctx: int = 4096,
-        n_gpu_layers: int = 0,
-        n_threads: int | None = None,
+        mmproj: str | Path | None = None,
         chat_format: str | None = None,
         **kw: Any,
     ) -> None:
-        from medix_r1.llm import LlamaCppChat
-
-        chat = LlamaCppChat(
-            model,
-            n_ctx=n_ctx,
-            n_gpu_layers=n_gpu_layers,
-            n_threads=n_threads,
-            chat_format=chat_format,
-            clip_model_path=mmproj,
-            lora_path=lora,
-        )
+        """``model``: as :class:`ChatServer`'s (a path: ``mmproj``, ``chat_format`` and ``kw``'s ``n_ctx``,
+        ``n_gpu_layers``, ``n_threads`` apply); the other ``kw`` are :class:`ChatServer`'s."""
+        backend = {k: kw.pop(k) for k in ("n_ctx", "n_gpu_layers", "n_threads") if k in kw}
+        chat = open_local(model, lora=lora, mmproj=mmproj, chat_format=chat_format, **backend)
         super().__init__(chat, **kw)
-        base: Any = self.httpd.RequestHandlerClass  # the judge server's handler class
+        base: Any = self.httpd.RequestHandlerClass  # the chat server's handler class
         self.httpd.RequestHandlerClass = _make_policy_handler(self, base)
 
     def parse_stream_request(self, body: dict) -> tuple[dict, bool]:
-        """(generation kwargs, include_usage) of a ``stream: true`` request; 400 for what the judge server
+        """(generation kwargs, include_usage) of a ``stream: true`` request; 400 for what the chat server
         refuses too."""
         opts = body.get("stream_options") or {}
         if not isinstance(opts, dict):
-            raise _srv._BadRequest("`stream_options` must be an object", param="stream_options")
+            raise BadRequest("`stream_options` must be an object", param="stream_options")
         kwargs = self.parse_request({k: v for k, v in body.items() if k not in _STREAM_KEYS})
         if kwargs.get("top_logprobs") is not None:
-            raise _srv._BadRequest("logprobs are not streamed here; ask without stream", param="logprobs")
+            raise BadRequest("logprobs are not streamed here; ask without stream", param="logprobs")
         return kwargs, bool(opts.get("include_usage"))
 
     def image_completion(self, body: dict) -> dict:
         """An image+text request through llama-cpp-python's multimodal chat handler (the mmproj)."""
         if not self.chat.supports_images:
-            raise _srv._BadRequest(
+            raise BadRequest(
                 "this server has no vision projector: start it with --mmproj mmproj-*.gguf for image "
                 "requests",
                 param="messages",
             )
         if body.get("stream"):
-            raise _srv._BadRequest("image requests are answered without streaming", param="stream")
+            raise BadRequest("image requests are answered without streaming", param="stream")
         msgs = []
         for i, m in enumerate(body["messages"]):
-            if not isinstance(m, dict) or m.get("role") not in _srv.ROLES:
-                raise _srv._BadRequest(
-                    f"messages[{i}].role must be one of {', '.join(_srv.ROLES)}", param="messages"
-                )
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                raise BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
             c = m.get("content")
             parts = c if isinstance(c, list) else [{"type": "text", "text": c if isinstance(c, str) else ""}]
             for part in parts:
@@ -104,15 +102,15 @@ class PolicyServer(JudgeServer):
                     or (part.get("type") == "image_url" and isinstance(part.get("image_url"), dict))
                 )
                 if not ok:
-                    raise _srv._BadRequest(
+                    raise BadRequest(
                         f"messages[{i}]: content parts must be text or image_url", param="messages"
                     )
             msgs.append({"role": m["role"], "content": parts})
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         max_tokens = (
-            _srv._integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, self.chat.llm.n_ctx()) or 256
+            request_integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, self.chat.llm.n_ctx()) or 256
         )
-        temperature = _srv._number(body, "temperature", 1.0, 0.0, 2.0)
+        temperature = request_number(body, "temperature", 1.0, 0.0, 2.0)
         fut = self._model_thread.submit(
             lambda: self.chat.chat(msgs, max_tokens=max_tokens, temperature=temperature)
         )
@@ -144,11 +142,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
             if path not in ("/v1/chat/completions", "/chat/completions"):
                 super().do_POST()
                 return
-            try:
-                raw = self._read_body()
-            except (TimeoutError, OSError):
-                self.close_connection = True
-                return
+            raw = self._read_body()
             if raw is None:
                 return
             try:
@@ -158,7 +152,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
             streaming = isinstance(body, dict) and body.get("stream") is True
             images = _has_images(body)
             if not streaming and not images:
-                # The judge server's own path, unchanged: hand it the body it would have read.
+                # The chat server's own path, unchanged: hand it the body it would have read.
                 real: Any = self.rfile  # type: ignore[has-type]
                 self.rfile = io.BufferedReader(io.BytesIO(raw))
                 try:
@@ -166,13 +160,9 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                 finally:
                     self.rfile = real
                 return
-            # Read and authorised: stop the request deadline and take a slot (the judge server's rule).
-            if not self._authorised() or not self._take_slot():
-                return
-            try:
-                self._post_policy(body, images)
-            finally:
-                self.httpd.release_slot()
+            # Read and authorised: stop the request deadline and take a slot (the chat server's rule).
+            if self._authorised():
+                self._in_slot(lambda: self._post_policy(body, images))
 
         def _post_policy(self, body: Any, images: bool) -> None:
             assert isinstance(body, dict)
@@ -183,7 +173,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                     self._send(200, payload)
                     return
                 kwargs, include_usage = server.parse_stream_request(body)
-            except _srv._BadRequest as e:
+            except BadRequest as e:
                 self._error(e.status, str(e), param=e.param, code=e.code)
                 return
             except BackendError as e:
@@ -193,10 +183,10 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
 
         def _stream(self, kwargs: dict, include_usage: bool) -> None:
             pieces: queue.Queue[str] = queue.Queue()
-            job = _srv._Job({**kwargs, "on_text": pieces.put})
+            job = Job({**kwargs, "on_text": pieces.put})
             try:
                 fut = server.submit(job)
-            except _srv._BadRequest as e:
+            except BadRequest as e:
                 self._error(e.status, str(e), param=e.param, code=e.code)
                 return
             rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -217,7 +207,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                     except queue.Empty:
                         if fut.done() and pieces.empty():
                             break
-                        if _srv._client_gone(self.connection):
+                        if client_gone(self.connection):
                             raise ConnectionResetError from None
                         continue
                     self.wfile.write(_chunk(rid, created, server.model_name, {"content": piece}, None))
@@ -239,7 +229,7 @@ def _make_policy_handler(server: PolicyServer, base: type) -> type:
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
                 server.served += 1
-            except (ConnectionError, TimeoutError, OSError, _srv.Cancelled):
+            except (ConnectionError, TimeoutError, OSError, Cancelled):
                 job.gone.set()  # the model thread stops at its next token
                 fut.cancel()
                 server.cancelled += 1

@@ -1,4 +1,4 @@
-"""The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, server.
+"""The YES/NO judge of the MediX-R1 composite reward: prompt, in-process and remote judges, cache, validation.
 
 ``make_judge(JudgeConfig(model="judge.gguf"))`` runs the judge in-process with llama.cpp;
 ``JudgeConfig(url=..., name=...)`` talks to any OpenAI-compatible server, e.g. ``medix judge serve``. Both are
@@ -9,15 +9,7 @@ built on the backend :func:`medix_r1.llm.open_backend` makes of the config (a Ju
 
 from __future__ import annotations
 
-from medix_r1.judge.core import (
-    Judge,
-    JudgeConfig,
-    LocalJudge,
-    RemoteJudge,
-    Verdict,
-    VerdictCache,
-    make_judge,
-)
+from medix_r1.judge.core import Judge, JudgeConfig, LocalJudge, RemoteJudge, Verdict, VerdictCache, make_judge
 from medix_r1.judge.prompt import build_messages, sanitize
 from medix_r1.judge.reference import ReferenceJudge
 

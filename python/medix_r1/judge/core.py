@@ -25,7 +25,7 @@ from medix_r1.judge.prompt import (
     parse_reply,
     sanitize,
 )
-from medix_r1.llm import BackendConfig, Choice, LlamaCppChat, OpenAIChat, open_backend
+from medix_r1.llm import BackendConfig, Choice, LlamaCppChat, OpenAIChat, open_backend, open_local
 
 __all__ = [
     "Judge",
@@ -134,8 +134,9 @@ class VerdictCache:
         return key in self._d
 
 
-class _CachingJudge:
-    """Exact-match short-circuit, de-duplication and the cache; subclasses judge the unique rest."""
+class CachingJudge:
+    """Exact-match short-circuit (:meth:`_key`), de-duplication and the cache; subclasses judge the unique
+    rest (:meth:`_judge_unique`) and may decide differently what needs no model (:meth:`_key`)."""
 
     name: str
 
@@ -147,29 +148,14 @@ class _CachingJudge:
         out: list[Verdict | None] = [None] * len(pairs)
         todo: dict[tuple[str, str], list[int]] = {}
         for i, pair in enumerate(pairs):
-            checked = checked_pair(i, pair)
-            if isinstance(checked, Verdict):
-                out[i] = checked
-                continue
-            pred, gt = checked
-            pred, gt = pred.strip(), gt.strip()
-            if not gt:
-                out[i] = Verdict(None, error="empty ground truth: nothing to compare with")
-            elif pred == gt:
-                out[i] = Verdict(True, 1.0, source="exact")
-            elif not pred:
-                out[i] = Verdict(False, 0.0, source="exact")  # an empty answer never matches a non-empty one
-            elif not (key := (sanitize(pred), sanitize(gt)))[1]:
-                out[i] = Verdict(None, error="the ground truth is empty once control text is removed")
-            elif not key[0]:
-                out[i] = Verdict(False, 0.0, source="exact")  # nothing but control text: no answer
+            key = self._key(i, pair)
+            if isinstance(key, Verdict):
+                out[i] = key
             elif key in todo:
                 todo[key].append(i)
             elif (hit := self.cache.get(key)) is not None:
                 out[i] = Verdict(hit.match, hit.p_yes, source="cache")
             else:
-                # Keyed on what the judge will see: answers that differ only in spacing, invisible or control
-                # characters make the same prompt, so they are judged once.
                 todo[key] = [i]
         if todo:
             keys = list(todo)
@@ -178,6 +164,29 @@ class _CachingJudge:
                 for i in todo[key]:
                     out[i] = verdict
         return [v if v is not None else Verdict(None, error="internal: not judged") for v in out]
+
+    def _key(self, i: int, pair: Any) -> Verdict | tuple[str, str]:
+        """The verdict of pair ``i`` when it needs no model (bad, empty, exact match), else its cache key.
+
+        Keyed on what the judge will see: answers that differ only in spacing, invisible or control
+        characters make the same prompt, so they are judged once."""
+        checked = checked_pair(i, pair)
+        if isinstance(checked, Verdict):
+            return checked
+        pred, gt = checked
+        pred, gt = pred.strip(), gt.strip()
+        if not gt:
+            return Verdict(None, error="empty ground truth: nothing to compare with")
+        if pred == gt:
+            return Verdict(True, 1.0, source="exact")
+        if not pred:
+            return Verdict(False, 0.0, source="exact")  # an empty answer never matches a non-empty one
+        key = (sanitize(pred), sanitize(gt))
+        if not key[1]:
+            return Verdict(None, error="the ground truth is empty once control text is removed")
+        if not key[0]:
+            return Verdict(False, 0.0, source="exact")  # nothing but control text: no answer
+        return key
 
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for distinct, non-trivial pairs; must put decided verdicts in ``self.cache``."""
@@ -189,6 +198,23 @@ _YES = ("YES", "Yes", "yes", " YES", " Yes", " yes")
 _NO = ("NO", "No", "no", " NO", " No", " no")
 
 
+def p_yes_from_alternatives(entries: Any) -> float | None:
+    """P(YES) among {YES, NO} from the first generated token's ``top_logprobs`` (OpenAI's layout of a reply's
+    ``logprobs.content``); None when they name neither word."""
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return None
+    alts = entries[0].get("top_logprobs") or [entries[0]]
+    yes: list[float] = []
+    no: list[float] = []
+    for a in alts if isinstance(alts, list) else []:
+        if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
+            continue
+        c = classify_reply_token(str(a.get("token", "")))
+        if c is not None:
+            (yes if c else no).append(float(a["logprob"]))
+    return _p_yes(yes, no)
+
+
 def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | None:
     """P(YES) among {YES, NO}, summing the mass of every token spelling each word."""
     if not yes_logps and not no_logps:
@@ -198,7 +224,7 @@ def _p_yes(yes_logps: Sequence[float], no_logps: Sequence[float]) -> float | Non
     return Choice({"yes": ly, "no": ln}).prob("yes")
 
 
-class LocalJudge(_CachingJudge):
+class LocalJudge(CachingJudge):
     """The judge model in-process (llama.cpp). One forward pass per unique pair, no sampling: the verdict is
     the backend's :meth:`~medix_r1.llm.LlamaCppChat.choose` between the YES and NO tokens.
 
@@ -207,19 +233,17 @@ class LocalJudge(_CachingJudge):
     control token, and the fixed prefix tokenizes the same for every pair. Pairs are evaluated sorted by
     ground truth, so a group of completions for one question also shares the ground truth's KV cache.
 
-    ``model`` is a GGUF path (``backend_kw`` go to :class:`~medix_r1.llm.LlamaCppChat`) or an open backend.
+    ``model`` is a GGUF path (``backend_kw``: :class:`~medix_r1.llm.BackendConfig` fields such as ``n_ctx``)
+    or an open backend.
     """
 
     def __init__(
         self, model: str | Path | LlamaCppChat, *, cache_size: int = 65536, **backend_kw: Any
     ) -> None:
         super().__init__(cache_size)
-        if isinstance(model, LlamaCppChat):
-            if backend_kw:
-                raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
-            self.chat = model
-        else:
-            self.chat = LlamaCppChat(model, **backend_kw)
+        if isinstance(model, LlamaCppChat) and backend_kw:
+            raise TypeError(f"backend options {sorted(backend_kw)} go with a model path, not a backend")
+        self.chat = open_local(model, **backend_kw)
         self.name = self.chat.name
         self.options = {"yes": self._first_tokens(_YES, True), "no": self._first_tokens(_NO, False)}
         self.yes_ids, self.no_ids = self.options["yes"], self.options["no"]
@@ -269,7 +293,7 @@ class LocalJudge(_CachingJudge):
         self.chat.close()
 
 
-class RemoteJudge(_CachingJudge):
+class RemoteJudge(CachingJudge):
     """The judge behind an OpenAI-compatible server (vLLM, llama.cpp's server, ``medix judge serve``).
 
     Asks for one token at temperature 0 with ``logprobs``/``top_logprobs=10`` and reads P(YES) from the first
@@ -295,16 +319,18 @@ class RemoteJudge(_CachingJudge):
         if isinstance(url, OpenAIChat):
             self.client = url
         else:
-            self.client = OpenAIChat(
-                url,
-                model or "",
+            config = BackendConfig(
+                url=url,
+                name=model,
                 timeout=timeout,
                 max_retries=max_retries,
-                backoff=backoff,
                 concurrency=concurrency,
                 api_key_env=api_key_env,
                 batch_timeout=batch_timeout,
             )
+            client = open_backend(config, backoff=backoff)  # checked as every backend option is
+            assert isinstance(client, OpenAIChat)
+            self.client = client
         self.name = self.client.name
 
     @staticmethod
@@ -326,20 +352,8 @@ class RemoteJudge(_CachingJudge):
             return Verdict(None, error=f"{self.client.url}: reply without choices: {str(reply)[:300]}")
         lp = choice.get("logprobs") if isinstance(choice, dict) else None
         content = lp.get("content") if isinstance(lp, dict) else None
-        if isinstance(content, list) and content and isinstance(content[0], dict):
-            first = content[0]
-            alts = first.get("top_logprobs") or [first]
-            yes: list[float] = []
-            no: list[float] = []
-            for a in alts if isinstance(alts, list) else []:
-                if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
-                    continue
-                c = classify_reply_token(str(a.get("token", "")))
-                if c is not None:
-                    (yes if c else no).append(float(a["logprob"]))
-            p = _p_yes(yes, no)
-            if p is not None:
-                return Verdict(p > 0.5, p, source="judge")
+        if (p := p_yes_from_alternatives(content)) is not None:
+            return Verdict(p > 0.5, p, source="judge")
         message = choice.get("message") if isinstance(choice, dict) else None
         text = message.get("content") if isinstance(message, dict) else None
         decision = parse_reply(text if isinstance(text, str) else "")

@@ -25,13 +25,11 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError, ConfigError
-from medix_r1.judge.core import Verdict, _CachingJudge, _p_yes, checked_pair
-from medix_r1.judge.prompt import classify_reply_token
+from medix_r1.judge.core import CachingJudge, Verdict, checked_pair, p_yes_from_alternatives
 from medix_r1.llm import LlamaCppChat, OpenAIChat
 
 __all__ = [
@@ -161,23 +159,7 @@ def request_body(
     return body
 
 
-def _p_yes_from_alternatives(entries: Any) -> float | None:
-    """P(YES) among {YES, NO} from the first generated token's ``top_logprobs`` (OpenAI's layout)."""
-    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
-        return None
-    alts = entries[0].get("top_logprobs") or [entries[0]]
-    yes: list[float] = []
-    no: list[float] = []
-    for a in alts if isinstance(alts, list) else []:
-        if not isinstance(a, dict) or not isinstance(a.get("logprob"), (int, float)):
-            continue
-        c = classify_reply_token(str(a.get("token", "")))
-        if c is not None:
-            (yes if c else no).append(float(a["logprob"]))
-    return _p_yes(yes, no)
-
-
-class ReferenceJudge(_CachingJudge):
+class ReferenceJudge(CachingJudge):
     """The authors' verdict rule on an in-process llama.cpp model or an OpenAI-compatible server.
 
     ``match`` is :func:`reply_says_yes` of the reply to :func:`request_body`; ``p_yes`` is P(YES) against NO
@@ -208,29 +190,10 @@ class ReferenceJudge(_CachingJudge):
         self.logprobs = logprobs
         self.name = f"{backend.name} (reference verdict rule)"
 
-    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        out: list[Verdict | None] = [None] * len(pairs)
-        todo: dict[tuple[str, str], list[int]] = {}
-        for i, pair in enumerate(pairs):
-            checked = checked_pair(i, pair)
-            if isinstance(checked, Verdict):
-                out[i] = checked
-                continue
-            pred, gt = checked
-            key = (pred, gt)
-            if key in todo:
-                todo[key].append(i)
-            elif (hit := self.cache.get(key)) is not None:
-                out[i] = Verdict(hit.match, hit.p_yes, source="cache")
-            else:
-                todo[key] = [i]
-        if todo:
-            keys = list(todo)
-            self.model_calls += len(keys)
-            for key, verdict in zip(keys, self._judge_unique(keys)):
-                for i in todo[key]:
-                    out[i] = verdict
-        return [v if v is not None else Verdict(None, error="internal: not judged") for v in out]
+    def _key(self, i: int, pair: Any) -> Verdict | tuple[str, str]:
+        """Pairs exactly as given (no trimming, no exact-match short-circuit): only a malformed pair is
+        decided without the model."""
+        return checked_pair(i, pair)
 
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         if isinstance(self.backend, LlamaCppChat):
@@ -239,7 +202,7 @@ class ReferenceJudge(_CachingJudge):
 
     def reply(self, predicted: str, ground_truth: str) -> tuple[str, float | None]:
         """The in-process judge's reply text and P(YES) for one pair (no cache)."""
-        from medix_r1.judge.server import generate
+        from medix_r1.llm.server import generate
 
         chat = self.backend
         assert isinstance(chat, LlamaCppChat)
@@ -254,7 +217,7 @@ class ReferenceJudge(_CachingJudge):
             top_p=TOP_P,
             top_logprobs=TOP_LOGPROBS,
         )
-        return gen.text, _p_yes_from_alternatives(gen.logprobs)
+        return gen.text, p_yes_from_alternatives(gen.logprobs)
 
     def _local(self, predicted: str, ground_truth: str) -> Verdict:
         try:
@@ -291,7 +254,7 @@ class ReferenceJudge(_CachingJudge):
         if not isinstance(text, str):
             return Verdict(None, error=f"{url}: choices[0].message.content is not text: {str(text)[:300]}")
         lp = choice.get("logprobs") if isinstance(choice, dict) else None
-        p = _p_yes_from_alternatives(lp.get("content")) if isinstance(lp, dict) else None
+        p = p_yes_from_alternatives(lp.get("content")) if isinstance(lp, dict) else None
         return Verdict(reply_says_yes(text), p, source="judge")
 
     def close(self) -> None:

@@ -30,13 +30,13 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from medix_r1 import errors
 from medix_r1.errors import BackendError, MedixError
-from medix_r1.judge.core import JudgeConfig, Verdict, _CachingJudge
+from medix_r1.judge.core import CachingJudge, JudgeConfig, Verdict, checked_pair
 
 __all__ = ["PID_FILE_ENV", "SupervisedJudge", "WorkerDied", "describe_exit", "worker_env"]
 
@@ -179,7 +179,7 @@ def _reap(proc: subprocess.Popen, conn: Connection) -> None:
         proc.wait()
 
 
-class SupervisedJudge(_CachingJudge):
+class SupervisedJudge(CachingJudge):
     """The in-process judge's verdicts from a supervised worker process (see the module docstring).
 
     ``config`` describes a local GGUF judge (``config.model``); ``env`` adds environment variables for the
@@ -246,12 +246,10 @@ class SupervisedJudge(_CachingJudge):
         else:
             log.warning("%s; no fresh judge process left for this batch", reason)
 
-    def judge(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+    def _key(self, i: int, pair: Any) -> Verdict | tuple[str, str]:
         if self.rule == "reference":  # pairs exactly as given, as the in-process ReferenceJudge takes them
-            from medix_r1.judge.reference import ReferenceJudge
-
-            return ReferenceJudge.judge(self, pairs)  # type: ignore[arg-type]
-        return super().judge(pairs)
+            return checked_pair(i, pair)
+        return super()._key(i, pair)
 
     def _judge_unique(self, keys: list[tuple[str, str]]) -> list[Verdict]:
         # LocalJudge's order: sorted by ground truth, so a group shares the ground truth's KV cache.

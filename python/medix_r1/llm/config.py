@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from medix_r1.errors import BackendError, ConfigError
 from medix_r1.llm.llamacpp import LlamaCppChat
 from medix_r1.llm.remote import OpenAIChat
 
-__all__ = ["BackendConfig", "open_backend"]
+__all__ = ["BackendConfig", "open_backend", "open_local"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -144,3 +145,21 @@ def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | Open
         llama_extra_buffers=str(config.llama_extra_buffers),  # normalised to auto|on|off
         **overrides,
     )
+
+
+def open_local(
+    model: str | Path | BackendConfig | LlamaCppChat, *, lora: str | Path | None = None, **config: Any
+) -> LlamaCppChat:
+    """An in-process llama.cpp model (a judge, a served model): ``model`` itself when already open, else
+    the GGUF a :class:`BackendConfig` names (for a path: ``config``, BackendConfig fields such as ``n_ctx``
+    or ``mmproj``, None for the declared default) opened by :func:`open_backend`, with the llama.cpp LoRA
+    GGUF ``lora`` applied on top."""
+    if isinstance(model, LlamaCppChat):
+        return model
+    if not isinstance(model, BackendConfig):
+        given: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
+        model = BackendConfig(model=str(model), **{k: v for k, v in given.items() if v is not None})
+    chat = open_backend(model, **({} if lora is None else {"lora_path": lora}))
+    if not isinstance(chat, LlamaCppChat):
+        raise BackendError(f"{model.url}: a local .gguf model is needed here, not a server")
+    return chat

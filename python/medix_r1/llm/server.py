@@ -1,4 +1,5 @@
-"""``medix judge serve``: a small OpenAI-compatible server for one llama.cpp model, standard library only.
+"""A small OpenAI-compatible server for one llama.cpp model, standard library only: ``medix judge serve``
+as is, ``medix serve`` (:mod:`medix_r1.export.serve`) with streaming, LoRA and images on top.
 
 ``POST /v1/chat/completions`` (with ``logprobs``/``top_logprobs`` computed from the logits, no
 ``logits_all``), ``GET /v1/models``, ``GET /health``. Message text is tokenized with special-token parsing
@@ -39,10 +40,23 @@ from typing import Any
 import numpy as np
 
 from medix_r1.errors import BackendError
-from medix_r1.llm import LlamaCppChat
+from medix_r1.llm import BackendConfig, LlamaCppChat, open_local
 from medix_r1.llm.remote import is_loopback_host
 
-__all__ = ["Generation", "JudgeServer", "generate", "serve"]
+__all__ = [
+    "ROLES",
+    "BadRequest",
+    "Cancelled",
+    "ChatServer",
+    "Generation",
+    "Job",
+    "JudgeServer",
+    "client_gone",
+    "generate",
+    "request_integer",
+    "request_number",
+    "serve",
+]
 
 MAX_BODY = 1024 * 1024
 ROLES = ("system", "user", "assistant")
@@ -157,7 +171,10 @@ def generate(
     return Generation(text, finish, len(prompt), len(out), entries)
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
+    """A request refused with an OpenAI-style error: ``status`` (400, 404, 429...), the offending ``param``
+    and an error ``code``; the handler turns it into the JSON error reply."""
+
     def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None):
         super().__init__(message)
         self.param, self.status, self.code = param, status, code
@@ -165,48 +182,52 @@ class _BadRequest(Exception):
 
 def _text(v: Any, what: str, param: str) -> str:
     if not isinstance(v, str):
-        raise _BadRequest(f"{what} must be a string", param=param)
+        raise BadRequest(f"{what} must be a string", param=param)
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise _BadRequest(f"{what} is not valid Unicode (a lone surrogate)", param=param) from None
+        raise BadRequest(f"{what} is not valid Unicode (a lone surrogate)", param=param) from None
     return v
 
 
-def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+def request_number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+    """``body[key]`` as a float in ``[lo, hi]`` (``default`` when absent or null); a :class:`BadRequest`
+    naming the key otherwise (booleans are not numbers)."""
     v = body.get(key, default)
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise _BadRequest(f"`{key}` must be a number in [{lo:g}, {hi:g}], got {str(v)[:50]!r}", param=key)
+        raise BadRequest(f"`{key}` must be a number in [{lo:g}, {hi:g}], got {str(v)[:50]!r}", param=key)
     return float(v)
 
 
-def _integer(body: dict, key: str, default: int | None, lo: int, hi: int) -> int | None:
+def request_integer(body: dict, key: str, default: int | None, lo: int, hi: int) -> int | None:
+    """``body[key]`` as an int in ``[lo, hi]`` (``default`` when absent or null); a :class:`BadRequest`
+    naming the key otherwise."""
     v = body.get(key, default)
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _BadRequest(f"`{key}` must be an integer in [{lo}, {hi}], got {str(v)[:50]!r}", param=key)
+        raise BadRequest(f"`{key}` must be an integer in [{lo}, {hi}], got {str(v)[:50]!r}", param=key)
     return v
 
 
 def _messages(body: dict) -> list[dict]:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        raise _BadRequest("`messages` must be a non-empty list of {role, content}", param="messages")
+        raise BadRequest("`messages` must be a non-empty list of {role, content}", param="messages")
     out = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise _BadRequest(f"messages[{i}] must be an object with a string `role`", param="messages")
+            raise BadRequest(f"messages[{i}] must be an object with a string `role`", param="messages")
         if m["role"] not in ROLES:
-            raise _BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
+            raise BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
         c = m.get("content")
         if isinstance(c, list):  # OpenAI content parts: text only here
             texts = []
             for part in c:
                 if not isinstance(part, dict) or part.get("type") != "text":
-                    raise _BadRequest(
+                    raise BadRequest(
                         f"messages[{i}]: only text content parts are supported", param="messages"
                     )
                 texts.append(_text(part.get("text"), f"messages[{i}] text part", "messages"))
@@ -214,7 +235,7 @@ def _messages(body: dict) -> list[dict]:
         if c is None:
             c = ""
         if not isinstance(c, str):
-            raise _BadRequest(
+            raise BadRequest(
                 f"messages[{i}].content must be a string or a list of text parts", param="messages"
             )
         out.append({"role": m["role"], "content": _text(c, f"messages[{i}].content", "messages")})
@@ -222,8 +243,10 @@ def _messages(body: dict) -> list[dict]:
 
 
 @dataclass
-class _Job:
-    """A request waiting for (or running on) the model thread."""
+class Job:
+    """A request waiting for (or running on) the model thread: the keyword arguments of :func:`generate`
+    (``tokens``, ``max_tokens``, ..., optionally ``on_text``) and ``gone``, set when its client has left (the
+    model thread then stops at its next token). Queue it with :meth:`ChatServer.submit`."""
 
     kwargs: dict
     gone: threading.Event = field(default_factory=threading.Event)
@@ -347,11 +370,12 @@ class _HTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class JudgeServer:
+class ChatServer:
     """A running server: ``url`` (the OpenAI base URL, ending in ``/v1``), ``close()``.
 
-    ``model``: a GGUF path (``n_ctx``/``n_gpu_layers``/``n_threads`` apply) or an open
-    :class:`~medix_r1.llm.LlamaCppChat`. ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
+    ``model``: a GGUF path (``n_ctx``/``n_gpu_layers``/``n_threads`` apply), a
+    :class:`~medix_r1.llm.BackendConfig` naming one, or an open :class:`~medix_r1.llm.LlamaCppChat` (see
+    :func:`~medix_r1.llm.open_local`). ``api_key``: clients must send ``Authorization: Bearer <key>`` (all
     but ``/health``). ``timeout``: seconds a connection may stay idle plus take to send a whole request
     (head and body), a deadline, not a per-read timeout. ``max_connections``: requests being served at
     once; a request takes a slot only once it is fully read and authorised. ``max_per_client``: open
@@ -360,7 +384,7 @@ class JudgeServer:
 
     def __init__(
         self,
-        model: str | Path | LlamaCppChat,
+        model: str | Path | BackendConfig | LlamaCppChat,
         *,
         host: str = "127.0.0.1",
         port: int = 8085,
@@ -379,16 +403,7 @@ class JudgeServer:
             raise ValueError(
                 "max_connections, max_queue, max_per_client, timeout and max_body must be positive"
             )
-        if isinstance(model, LlamaCppChat):
-            self.chat = model
-        else:
-            from medix_r1.llm import BackendConfig, open_backend
-
-            chat = open_backend(
-                BackendConfig(model=str(model), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
-            )
-            assert isinstance(chat, LlamaCppChat)
-            self.chat = chat
+        self.chat = open_local(model, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
         self.model_name = name or Path(self.chat.file_name).stem
         self.api_key = api_key or None
         self.max_queue = max_queue
@@ -432,7 +447,7 @@ class JudgeServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
 
-    def start(self) -> JudgeServer:
+    def start(self) -> ChatServer:
         self._thread = threading.Thread(target=self.serve_forever, name="medix-judge-server", daemon=True)
         self._thread.start()
         return self
@@ -445,7 +460,7 @@ class JudgeServer:
         self.httpd.server_close()
         self._model_thread.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> JudgeServer:
+    def __enter__(self) -> ChatServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -460,13 +475,13 @@ class JudgeServer:
         }
 
     def parse_request(self, body: Any) -> dict:
-        """The validated generation arguments of a chat request (400/404 :class:`_BadRequest` otherwise);
+        """The validated generation arguments of a chat request (400/404 :class:`BadRequest` otherwise);
         ``tokens`` is the prompt exactly as the model will get it."""
         if not isinstance(body, dict):
-            raise _BadRequest("the request body must be a JSON object")
+            raise BadRequest("the request body must be a JSON object")
         n_msgs = len(body["messages"]) if isinstance(body.get("messages"), list) else 0
         if n_msgs > self.chat.llm.n_ctx():  # every message costs template tokens: this many cannot fit
-            raise _BadRequest(
+            raise BadRequest(
                 f"{n_msgs} messages cannot fit the context of {self.chat.llm.n_ctx()} tokens",
                 param="messages",
                 code="context_length_exceeded",
@@ -474,38 +489,38 @@ class JudgeServer:
         messages = _messages(body)
         model = body.get("model")
         if model is not None and model != self.model_name:
-            raise _BadRequest(
+            raise BadRequest(
                 f"model {str(model)[:100]!r} is not served here; this server serves {self.model_name!r}",
                 param="model",
                 status=404,
                 code="model_not_found",
             )
         if body.get("stream"):
-            raise _BadRequest("streaming is not supported by medix judge serve", param="stream")
-        _integer(body, "n", 1, 1, 1)
+            raise BadRequest("streaming is not supported by medix judge serve", param="stream")
+        request_integer(body, "n", 1, 1, 1)
         n_ctx = self.chat.llm.n_ctx()
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        max_tokens = _integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, n_ctx) or 256
-        temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-        top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+        max_tokens = request_integer({"max_tokens": max_tokens}, "max_tokens", 256, 1, n_ctx) or 256
+        temperature = request_number(body, "temperature", 1.0, 0.0, 2.0)
+        top_p = request_number(body, "top_p", 1.0, 0.0, 1.0)
         stop = body.get("stop")
         if isinstance(stop, str):
             stop = [stop]
         if stop is not None:
             if not isinstance(stop, list) or len(stop) > 16:
-                raise _BadRequest("`stop` must be a string or a list of at most 16 strings", param="stop")
+                raise BadRequest("`stop` must be a string or a list of at most 16 strings", param="stop")
             stop = [_text(s, "each `stop`", "stop") for s in stop]
         want_logprobs = body.get("logprobs", False)
         if not isinstance(want_logprobs, bool):
-            raise _BadRequest("`logprobs` must be a boolean", param="logprobs")
-        top = _integer(body, "top_logprobs", 0, 0, 20) if want_logprobs else None
-        seed = _integer(body, "seed", None, 0, 2**32 - 1)
+            raise BadRequest("`logprobs` must be a boolean", param="logprobs")
+        top = request_integer(body, "top_logprobs", 0, 0, 20) if want_logprobs else None
+        seed = request_integer(body, "seed", None, 0, 2**32 - 1)
         try:
             tokens, _ = self.chat.chat_tokens(messages)
         except BackendError as e:
-            raise _BadRequest(str(e), param="messages") from e
+            raise BadRequest(str(e), param="messages") from e
         if len(tokens) + max_tokens > n_ctx:
-            raise _BadRequest(
+            raise BadRequest(
                 f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds the context of {n_ctx}",
                 param="messages",
                 code="context_length_exceeded",
@@ -520,17 +535,17 @@ class JudgeServer:
             "seed": seed,
         }
 
-    def _run(self, job: _Job) -> Generation:
+    def _run(self, job: Job) -> Generation:
         if job.gone.is_set():
             raise Cancelled()
         return generate(self.chat, cancelled=job.gone.is_set, **job.kwargs)
 
-    def submit(self, job: _Job) -> Future:
+    def submit(self, job: Job) -> Future:
         """Queue ``job`` for the model thread; 429 when ``max_queue`` requests are already waiting."""
         with self._pending_lock:
             if self._pending >= self.max_queue:
                 self.rejected += 1
-                raise _BadRequest(
+                raise BadRequest(
                     f"server busy: {self._pending} requests queued (max {self.max_queue}); retry later",
                     status=429,
                     code="rate_limit_exceeded",
@@ -567,8 +582,9 @@ class JudgeServer:
         }
 
 
-def _client_gone(sock: socket.socket) -> bool:
-    """True when the peer closed its side (readable with nothing to read)."""
+def client_gone(sock: socket.socket) -> bool:
+    """True when the peer of ``sock`` closed its side (readable with nothing to read): a request whose
+    client has gone is cancelled rather than decoded for no one."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
         if not readable:
@@ -578,7 +594,7 @@ def _client_gone(sock: socket.socket) -> bool:
         return True
 
 
-def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
+def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "medix-judge"
@@ -649,17 +665,18 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 self.httpd.unwatch(self.connection)
                 self._send(200, {"status": "ok", "model": server.model_name})
                 return
-            if not self._authorised() or not self._take_slot():
-                return
-            try:
-                if path in ("/v1/models", "/models"):
-                    self._send(200, server.models())
-                else:
-                    self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
-            finally:
-                self.httpd.release_slot()
+            if self._authorised():
+                self._in_slot(lambda: self._get(path))
+
+        def _get(self, path: str) -> None:
+            if path in ("/v1/models", "/models"):
+                self._send(200, server.models())
+            else:
+                self._error(404, f"no such endpoint: GET {self.path[:200]}", kind="not_found_error")
 
         def _read_body(self) -> bytes | None:
+            """The request's body (a Content-Length of at most ``max_body``, sent within the deadline); None
+            when it was refused (the error is sent) or not sent in time (the connection is closed)."""
             raw_len = self.headers.get("Content-Length")
             if self.headers.get("Transfer-Encoding"):
                 self.close_connection = True
@@ -678,32 +695,36 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 return None
             deadline = time.monotonic() + server.timeout
             chunks, left = [], length
-            while left > 0:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                chunk = self.rfile.read1(min(left, 65536))
-                if not chunk:
-                    self.close_connection = True
-                    return None
-                chunks.append(chunk)
-                left -= len(chunk)
+            try:
+                while left > 0 and time.monotonic() <= deadline:
+                    chunk = self.rfile.read1(min(left, 65536))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+            except OSError:  # a read timed out (TimeoutError) or the connection failed
+                pass
+            if left > 0:  # too slow, or the client stopped sending
+                self.close_connection = True
+                return None
             return b"".join(chunks)
+
+        def _in_slot(self, work: Callable[[], None]) -> None:
+            """Once the request is read and authorised: ``work()`` in a slot (none free: 429 and close)."""
+            if not self._take_slot():
+                return
+            try:
+                work()
+            finally:
+                self.httpd.release_slot()
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             if not self._authorised():
                 return
-            try:
-                raw = self._read_body()
-            except (TimeoutError, OSError):
-                self.close_connection = True
-                return
-            if raw is None or not self._take_slot():
-                return
-            try:
-                self._post(path, raw)
-            finally:
-                self.httpd.release_slot()
+            raw = self._read_body()
+            if raw is not None:
+                self._in_slot(lambda: self._post(path, raw))
 
         def _post(self, path: str, raw: bytes) -> None:
             if path not in ("/v1/chat/completions", "/chat/completions"):
@@ -716,9 +737,9 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 kwargs = server.parse_request(body)
-                job = _Job(kwargs)
+                job = Job(kwargs)
                 fut = server.submit(job)
-            except _BadRequest as e:
+            except BadRequest as e:
                 self._error(e.status, str(e), param=e.param, code=e.code)
                 return
             except RecursionError:
@@ -729,7 +750,7 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                     gen = fut.result(timeout=0.1)
                     break
                 except FutureTimeout:
-                    if _client_gone(self.connection):
+                    if client_gone(self.connection):
                         job.gone.set()
                         fut.cancel()
                         server.cancelled += 1
@@ -752,16 +773,19 @@ def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+JudgeServer = ChatServer  # the name `medix judge serve`'s server had in medix_r1.judge.server
+
+
 def serve(
     model: str | Path | LlamaCppChat,
     *,
     block: bool = True,
     **kw: Any,
-) -> JudgeServer:
-    """Serve ``model`` (``kw`` go to :class:`JudgeServer`). ``block=False`` returns at once with the server
+) -> ChatServer:
+    """Serve ``model`` (``kw`` go to :class:`ChatServer`). ``block=False`` returns at once with the server
     running in a daemon thread (call ``.close()``); ``block=True`` serves until interrupted. ``port=0`` picks
     a free port (see ``.url``)."""
-    srv = JudgeServer(model, **kw)
+    srv = ChatServer(model, **kw)
     if not block:
         return srv.start()
     try:
