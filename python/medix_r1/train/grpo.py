@@ -183,6 +183,14 @@ _ROW_KEYS_PAD = {
 }
 
 
+_OK, _RETRY, _FATAL = 0, 1, 2  # how a process's reward step went (gathered before the rewards)
+_MSG_CHARS = 2000  # a failed process's message is quoted up to this length
+
+
+def _cut(msg: str) -> str:
+    return msg if len(msg) <= _MSG_CHARS else msg[:_MSG_CHARS] + f"... ({len(msg)} chars)"
+
+
 def local_slice(process_index: int, n_local: int) -> slice:
     """The rows of the gathered batch that belong to one process (TRL's layout: rank order, equal sizes)."""
     return slice(process_index * n_local, (process_index + 1) * n_local)
@@ -281,33 +289,29 @@ class MedixGRPOTrainer(GRPOTrainer):
 
     # -- rewards
     # -------------------------------------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
-        attempt = 0
-        while True:
-            failure: JudgeFailedError | None = None
-            try:
-                with _local_rewards():
-                    local = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            except JudgeFailedError as e:
-                failure = e
-            if not self._any_process(failure is not None):
-                break
-            what = str(failure) if failure is not None else "the judge failed on another process"
-            if attempt >= self.medix_judge_retries:
-                where = self._save_outage_checkpoint()
-                raise JudgeOutageError(
-                    f"the judge failed {attempt + 1} times in a row at step "
-                    f"{self.state.global_step}: {what}. "
-                    f"A checkpoint was written to {where}; fix the judge and run the same command "
-                    f"with --resume ({_resume_command()})."
-                ) from failure
-            wait = self.medix_retry_wait * (2**attempt)
-            log.warning(
-                "judge outage (%s); retry %d/%d in %.0fs", what, attempt + 1, self.medix_judge_retries, wait
-            )
-            time.sleep(wait)
-            attempt += 1
-        rewards_per_func = self._gather(local.detach().cpu()).to(local.device)
+    def _statuses(self, code: int, extra: int = 0) -> list[tuple[int, int]]:
+        """``(code, extra)`` of every process, in rank order (one tiny all-gather): each process learns how
+        the others' reward step went before anything else is gathered."""
+        if self.accelerator.num_processes == 1:
+            return [(code, extra)]
+        g = self._gather(torch.tensor([[code, extra]], dtype=torch.int64))
+        return [(int(a), int(b)) for a, b in g.tolist()]
+
+    def _messages(self, msg: str) -> list[str]:
+        """Every process's ``msg``, in rank order (only on the failure path: an object all-gather)."""
+        if self.accelerator.num_processes == 1:
+            return [msg]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.accelerator.num_processes
+        dist.all_gather_object(out, msg)
+        return [str(m) for m in out]
+
+    def _local_reward_rows(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        """This process's rewards and per-component rows, computed before any collective call: whatever
+        raises here is reported to every process instead of leaving them waiting in a gather."""
+        with _local_rewards():
+            local = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         texts = [completion_text(c) for c in completions]
         truths = ground_truths(inputs)
         local_cpu = local.detach().cpu()
@@ -321,6 +325,48 @@ class MedixGRPOTrainer(GRPOTrainer):
         lengths = [len(ids) for ids in completion_ids_list]
         keys = [str(x.get("prompt")) for x in inputs]
         packed = torch.from_numpy(pack_rows(comps, lengths, answers, keys))
+        return local, local_cpu, texts, answers, packed
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        """The rewards of the gathered batch. A judge failure (``JudgeFailedError``) on any process is
+        retried by every process in step, then stops the run with a checkpoint; any other error on any
+        process (a custom component that raises, the embedder failing) stops every process at once with
+        one error naming the process and the cause, after a checkpoint: no process is left waiting in the
+        gather, and every process reports the same error."""
+        attempt = 0
+        while True:
+            failure: BaseException | None = None
+            code = _OK
+            result: Any = None
+            try:
+                result = self._local_reward_rows(inputs, prompts, completions, completion_ids_list)
+            except JudgeFailedError as e:
+                failure, code = e, _RETRY
+            except Exception as e:
+                failure, code = e, _FATAL
+            statuses = self._statuses(code, int(self._checkpoint_exists()))
+            codes = [c for c, _ in statuses]
+            if all(c == _OK for c in codes):
+                break
+            what = self._failures(codes, failure)
+            if _FATAL in codes:
+                self._stop_together(codes, what, failure, saved=bool(statuses[0][1]))
+            if attempt >= self.medix_judge_retries:
+                where = self._checkpoint_path() if statuses[0][1] else self._save_outage_checkpoint()
+                raise JudgeOutageError(
+                    f"the judge failed {attempt + 1} times in a row at step "
+                    f"{self.state.global_step}: {what}. "
+                    f"A checkpoint was written to {where}; fix the judge and run the same command "
+                    f"with --resume ({_resume_command()})."
+                ) from failure
+            wait = self.medix_retry_wait * (2**attempt)
+            log.warning(
+                "judge outage (%s); retry %d/%d in %.0fs", what, attempt + 1, self.medix_judge_retries, wait
+            )
+            time.sleep(wait)
+            attempt += 1
+        local, local_cpu, texts, answers, packed = result
+        rewards_per_func = self._gather(local_cpu).to(local.device)
         self._medix_last = {
             "rewards_per_func": rewards_per_func.detach().cpu(),
             "local_rewards_per_func": local_cpu,
@@ -331,6 +377,54 @@ class MedixGRPOTrainer(GRPOTrainer):
         }
         return rewards_per_func
 
+    def _failures(self, codes: list[int], failure: BaseException | None) -> str:
+        """What failed, the same text on every process: each failed process (with several) and its error.
+        For the worst kind of failure only (any fatal error, else the judge failures)."""
+        mine = ""
+        if failure is not None:
+            medix = isinstance(failure, errors.MedixError)
+            mine = str(failure) if medix else f"{type(failure).__name__}: {failure}"
+            if not medix:  # a bug: its traceback, from the process it hit
+                log.error(
+                    "the reward step failed on process %d", self.accelerator.process_index, exc_info=failure
+                )
+        msgs = self._messages(mine)
+        n = self.accelerator.num_processes
+        worst = _FATAL if _FATAL in codes else _RETRY
+        return "; ".join(
+            (f"process {r} of {n}: " if n > 1 else "") + _cut(msgs[r])
+            for r, c in enumerate(codes)
+            if c == worst
+        )
+
+    def _stop_together(
+        self, codes: list[int], what: str, failure: BaseException | None, *, saved: bool
+    ) -> None:
+        """Every process: raise the same RewardStepError naming each failed process and its error, after a
+        checkpoint of the steps done (unless one is already written for this step, or none is done yet)."""
+        step = self.state.global_step
+        where = "no step was done yet, nothing to save"
+        if step > 0:
+            if saved:
+                where = f"the checkpoint of step {step} is {self._checkpoint_path()}"
+            else:
+                where = f"a checkpoint was written to {self._save_outage_checkpoint()}"
+        raise errors.RewardStepError(
+            f"the reward failed at step {step + 1} ({what}); every process stopped: {where}; fix the cause "
+            f"and run the same command with --resume ({_resume_command()})",
+            processes=[r for r, c in enumerate(codes) if c == _FATAL],
+            step=step,
+        ) from failure
+
+    def _checkpoint_path(self) -> str:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
+    def _checkpoint_exists(self) -> bool:
+        """This step's checkpoint is written (its trainer state is the last file the Trainer saves)."""
+        return os.path.isfile(os.path.join(self._checkpoint_path(), "trainer_state.json"))
+
     def _weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """The scalar reward per completion, NaN where every reward function said unscorable."""
         w = self.reward_weights.to(rewards_per_func.device, rewards_per_func.dtype).unsqueeze(0)
@@ -339,12 +433,8 @@ class MedixGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _save_outage_checkpoint(self) -> str:
-        import os
-
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
         self._save_checkpoint(self.model, trial=None)
-        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return self._checkpoint_path()
 
     # -- generation, advantages, dynamic sampling
     # ----------------------------------------------------------------
