@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1 import errors
+from medix_r1.config import redacted
 from medix_r1.rewards.components import step_line
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, TrainerKnobs, _to_dict
@@ -249,14 +250,16 @@ def run_training(
             _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
         elif not resume:
             metrics_path.unlink(missing_ok=True)
-        (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+        # No URL credentials in the run folder (a judge URL's user:password@ or ?key=): redacted.
+        (out / "run_config.yaml").write_text(yaml.safe_dump(redacted(_to_dict(cfg)), sort_keys=False))
 
     if echo:
         from medix_r1.judge.validate import validation_warning
+        from medix_r1.llm.remote import redact_urls
 
         warning = validation_warning(cfg.reward.judge, cfg.reward.judge_report)
         if warning:
-            echo(warning)
+            echo(redact_urls(warning))  # it names the judge's URL
     backend = select_backend(cfg)
     if backend.notice and echo:
         echo(backend.notice)
