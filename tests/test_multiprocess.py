@@ -416,13 +416,14 @@ def _check_stopped_after_step_1(out: Path) -> None:
 def test_a_custom_component_raising_on_one_process_stops_every_process(gguf_path, tiny_data, tmp_path):
     """`medix train` under torchrun, a custom component that raises on process 1 from its second call: both
     processes stop (no hang in the rewards gather) with the same one-line error naming the component and the
-    process; step 1's checkpoint and metrics are intact."""
+    process; step 1's checkpoint, metrics and logged completions (of both processes) are intact."""
     comp = tmp_path / "flaky.py"
     comp.write_text(FLAKY)
     run_file = tmp_path / "run.yaml"
     run_file.write_text(f"reward:\n  extra:\n    - function: {comp}:flaky\n      weight: 0.2\n")
     out = tmp_path / "run"
     overrides = [o for o in _common(gguf_path, None, tiny_data, out, "grpo") if "reward." not in o]
+    overrides.append("--train.log_completions=1")
     cmd = [*_torchrun("--nproc-per-node", "2", "--tee", "3"), "-m", "medix_r1.cli", "train"]
     r = _run_failing([*cmd, "--config", str(run_file), *overrides])
     lines = {}
@@ -437,6 +438,10 @@ def test_a_custom_component_raising_on_one_process_stops_every_process(gguf_path
     assert "process 1 of 2" in err and "process 0 of 2" not in err
     assert "the reward failed at step 2" in err and "--resume" in err
     _check_stopped_after_step_1(out)
+    # train.log_completions=1: step 1's completions of both processes, with the custom component's column
+    done = _rows(out / "completions.jsonl")
+    assert [(r["step"], r["process"]) for r in done] == [(1, 0), (1, 0), (1, 1), (1, 1)]
+    assert all(r["flaky"] == 0.5 and isinstance(r["completion"], str) for r in done)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ global batch.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -35,6 +36,7 @@ from medix_r1.errors import JudgeFailedError
 if TYPE_CHECKING:
     from medix_r1.train.config import TrainerKnobs
 from medix_r1.train.monitors import (
+    COMPLETIONS_FILE,
     COMPONENTS,
     completion_text,
     component_matrix,
@@ -245,10 +247,12 @@ class MedixGRPOTrainer(GRPOTrainer):
         self.medix_max_rounds = m.dynamic_max_rounds
         self.medix_judge_retries = m.judge_retries
         self.medix_retry_wait = m.judge_retry_wait
+        self.medix_log_completions = m.log_completions
         self.medix_print = on_batch
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
         self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
+        self._medix_round_no = 0  # DAPO: 0 for a step's first scoring round, then each refill round's number
 
     def _mode(self) -> str:
         return "train" if getattr(self.model, "training", False) else "eval"
@@ -325,7 +329,7 @@ class MedixGRPOTrainer(GRPOTrainer):
         lengths = [len(ids) for ids in completion_ids_list]
         keys = [str(x.get("prompt")) for x in inputs]
         packed = torch.from_numpy(pack_rows(comps, lengths, answers, keys))
-        return local, local_cpu, texts, answers, packed
+        return local, local_cpu, texts, truths, answers, packed
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
         """The rewards of the gathered batch. A judge failure (``JudgeFailedError``) on any process is
@@ -365,12 +369,13 @@ class MedixGRPOTrainer(GRPOTrainer):
             )
             time.sleep(wait)
             attempt += 1
-        local, local_cpu, texts, answers, packed = result
+        local, local_cpu, texts, truths, answers, packed = result
         rewards_per_func = self._gather(local_cpu).to(local.device)
         self._medix_last = {
             "rewards_per_func": rewards_per_func.detach().cpu(),
             "local_rewards_per_func": local_cpu,
             "texts": texts,
+            "truths": truths,
             "answers": answers,
             "columns": reward_columns(self.reward_funcs),
             "rows": self._gather(packed).numpy(),
@@ -470,11 +475,52 @@ class MedixGRPOTrainer(GRPOTrainer):
         for k, v in mons.items():
             metrics[f"monitor/{k}"].append(v)
         metrics["num_processes"].append(float(self.accelerator.num_processes))
+        every = self.medix_log_completions
+        if every and mode == "train" and (self.state.global_step + 1) % every == 0:
+            self._write_completions(last, scores, stats)
         if self.medix_print is not None and self.accelerator.is_main_process:
             mine = scores[local_slice(self.accelerator.process_index, len(last["texts"]))]
             self.medix_print({"texts": last["texts"], "scores": mine, **comps, **mons})
 
+    def _write_completions(
+        self, last: dict[str, Any], scores: list[dict[str, Any]], stats: GroupStats
+    ) -> None:
+        """``train.log_completions``: the scoring round's completions of every process (in rank order), each
+        with its ground truth, reward components and advantage (in that round), appended to
+        ``completions.jsonl`` by the main process. Every process decides alike (from the step number), so
+        every one reaches the object gather."""
+        mine = list(zip(last["texts"], last["truths"]))
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * self.accelerator.num_processes
+            dist.all_gather_object(parts, mine)
+            pairs = [p for part in parts for p in part]
+        else:
+            pairs = mine
+        if not self.accelerator.is_main_process:
+            return
+        n_local = len(mine)
+        step = self.state.global_step + 1
+        path = os.path.join(str(self.args.output_dir), COMPLETIONS_FILE)
+        with open(path, "a", encoding="utf-8") as f:
+            for i, ((text, truth), sc) in enumerate(zip(pairs, scores)):
+                adv = float(stats.advantages[i])
+                row = {
+                    "step": step,
+                    "round": self._medix_round_no,
+                    "process": i // n_local if n_local else 0,
+                    "group": int(stats.group_index[i]),
+                    "completion": text,
+                    "ground_truth": truth,
+                    **{k: v if v is None or np.isfinite(v) else None for k, v in sc.items()},
+                    "advantage": adv if np.isfinite(adv) else None,
+                }
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        self._medix_round_no = 0
         out, stats = self._score_round(inputs)
         mode = self._mode()
         if not (self.medix_dynamic and mode == "train"):
@@ -502,6 +548,7 @@ class MedixGRPOTrainer(GRPOTrainer):
         # `short` comes from gathered rewards, identical everywhere: every process runs the same rounds.
         while short.max() > 0 and rounds < self.medix_max_rounds:
             rounds += 1
+            self._medix_round_no = rounds
             extra = self._refill_inputs(n_groups, rounds)[local_slice(rank, n_local)]
             o, st = self._score_round(extra)
             outs.append(o)
