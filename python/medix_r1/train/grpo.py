@@ -503,21 +503,27 @@ class MedixGRPOTrainer(GRPOTrainer):
         n_local = len(mine)
         step = self.state.global_step + 1
         path = os.path.join(str(self.args.output_dir), COMPLETIONS_FILE)
-        with open(path, "a", encoding="utf-8") as f:
-            for i, ((text, truth), sc) in enumerate(zip(pairs, scores)):
-                adv = float(stats.advantages[i])
-                row = {
-                    "step": step,
-                    "round": self._medix_round_no,
-                    "process": i // n_local if n_local else 0,
-                    "group": int(stats.group_index[i]),
-                    "completion": text,
-                    "ground_truth": truth,
-                    **{k: v if v is None or np.isfinite(v) else None for k, v in sc.items()},
-                    "advantage": adv if np.isfinite(adv) else None,
-                }
-                f.write(json.dumps(row) + "\n")
-            f.flush()
+        lines = []
+        for i, ((text, truth), sc) in enumerate(zip(pairs, scores)):
+            adv = float(stats.advantages[i])
+            row = {
+                "step": step,
+                "round": self._medix_round_no,
+                "process": i // n_local if n_local else 0,
+                "group": int(stats.group_index[i]),
+                "completion": text,
+                "ground_truth": truth,
+                **{k: v if v is None or np.isfinite(v) else None for k, v in sc.items()},
+                "advantage": adv if np.isfinite(adv) else None,
+            }
+            lines.append(json.dumps(row) + "\n")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("".join(lines))
+        except OSError as e:  # the main process alone: raising would leave the others in the next collective
+            log.warning(
+                "train.log_completions: cannot write %s (%s); step %d's completions not logged", path, e, step
+            )
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         self._medix_round_no = 0
