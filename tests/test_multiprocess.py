@@ -9,6 +9,9 @@ shared by both processes) and the real ONNX embedder.
 - DAPO lockstep: rewards rigged so only process 1 sees a zero-variance group; both processes drop the same
   group and run the same two refill rounds (a timeout, never a hang);
 - GSPO killed (the whole process group) after its first checkpoint, then `--resume`d.
+- a failure on one process only (a custom component raising on rank 1, the embedder raising there, the judge
+  failing there): every process stops with the same error naming the process (timeouts, never a hang), with
+  step 1's checkpoint, metrics and logged completions intact.
 
 The accelerate-config parse checks (DeepSpeed ZeRO-3, FSDP) and the refusal of `accelerate launch --cpu`
 (which starts one process) need no model and are fast.
