@@ -2,7 +2,7 @@
 tests/test_multiprocess.py and benchmarks/bench_multiprocess.py (not a test module itself).
 
     torchrun --standalone --nproc-per-node 2 tests/mp_driver.py TRACE_DIR [--rig-dapo]
-        [--per-device-batch N] [--resume] [--count-bytes] -- --section.key=value ...
+        [--per-device-batch N] [--resume] [--count-bytes] [--fail WHAT:RANK:CALL] -- --section.key=value ...
 
 Every process writes ``TRACE_DIR/rank<r>.json`` after each step: per scoring round its own rewards, the
 gathered rewards and the advantages it kept (with its completions and ground truths, so a test can
@@ -12,6 +12,10 @@ timestamp and (with ``--count-bytes``) the bytes its collective calls received.
 ``--rig-dapo`` overwrites the composite reward's values on the first three scoring calls of each process (the
 real reward still runs): process 0 sees a group with variance, process 1 a zero-variance group in the first
 two rounds and variance in the third, so only process 1 needs refills and exactly two refill rounds fill it.
+
+``--fail embed:1:2`` makes the embedding accuracy raise (a RuntimeError, as an ONNX failure would) on
+process 1 from its 2nd scoring call on; ``--fail judge:1:2`` makes the judge fail there (JudgeFailedError,
+an outage) from that call on. A run that raises records ``error`` (type and message) in the trace and exits 2.
 """
 
 from __future__ import annotations
@@ -53,6 +57,26 @@ def _install_byte_counter(counter: dict[str, int]) -> None:
     dist.all_gather_object = all_gather_object
 
 
+def _rig_failure(what: str, from_call: int) -> None:
+    """This process's embedder or judge fails from its ``from_call``-th scoring call on."""
+    from medix_r1.errors import JudgeFailedError
+    from medix_r1.rewards.composite import CompositeReward
+
+    name = {"embed": "_embed", "judge": "_llm"}[what]
+    real = getattr(CompositeReward, name)
+    calls = [0]
+
+    def failing(self: Any, *args: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] >= from_call:
+            if what == "embed":
+                raise RuntimeError("rigged: the ONNX session failed")
+            raise JudgeFailedError("judge rigged: 2 of 2 answers in this batch could not be judged")
+        return real(self, *args, **kw)
+
+    setattr(CompositeReward, name, failing)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("trace_dir")
@@ -60,6 +84,7 @@ def main() -> None:
     ap.add_argument("--per-device-batch", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--count-bytes", action="store_true")
+    ap.add_argument("--fail", default=None)
     import sys
 
     argv = sys.argv[1:]
@@ -142,13 +167,23 @@ def main() -> None:
 
         CompositeReward.__call__ = rigged  # type: ignore[method-assign]
 
+    if a.fail:
+        what, fail_rank, from_call = a.fail.split(":")
+        if rank == int(fail_rank):
+            _rig_failure(what, int(from_call))
+
     from medix_r1.train.config import load_config
     from medix_r1.train.trainer import run_training
 
     cfg = load_config(None, overrides)
     targs = {"per_device_train_batch_size": a.per_device_batch} if a.per_device_batch else None
     t0 = time.time()
-    res = run_training(cfg, resume=a.resume, echo=None, trainer_args=targs)
+    try:
+        res = run_training(cfg, resume=a.resume, echo=None, trainer_args=targs)
+    except Exception as e:
+        trace["error"] = {"type": type(e).__name__, "message": str(e)}
+        out_path.write_text(json.dumps(trace))
+        sys.exit(2)
     trace["done"] = {"steps": res["steps"], "seconds": time.time() - t0, "bytes": dict(counter)}
     out_path.write_text(json.dumps(trace))
 

@@ -176,3 +176,63 @@ def test_attack_hostile_image_references_are_that_rows_error(tmp_path, capsys, p
     assert "row 7: image[0]: image" in out and "13000 x 13000 pixels" in out
     assert "row 8" not in out
     assert grew < 300 * 1024, f"peak RSS grew by {grew / 1024:.0f} MiB"  # KiB
+
+
+def _as_loaded(frame):
+    """A decoded frame as load_image renders it (percentile window to 8 bits)."""
+    import numpy as np
+
+    arr = frame.astype(np.float64)
+    lo, hi = np.percentile(arr, [0.5, 99.5])
+    return (np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["rtdose.dcm", "SC_rgb_rle_2frame.dcm", "examples_ybr_color.dcm"])
+def test_a_multi_frame_dicom_is_its_middle_frame(name):
+    """pydicom's bundled multi-frame files (a 15-frame dose volume, 2-frame RLE RGB, 30-frame JPEG YBR):
+    the image is the middle frame, the only one decoded (colour multi-frame files used to fail)."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    f = get_testdata_file(name)
+    ds = pydicom.dcmread(f)
+    n = int(ds.NumberOfFrames)
+    img = load_image(f, base=demo_dataset_path().parent)
+    want = _as_loaded(ds.pixel_array[n // 2])
+    got = np.asarray(img)
+    if want.ndim == 2:
+        got = got[..., 0]
+    assert img.mode == "RGB" and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_multi_frame_dicom_decodes_one_frame_only(tmp_path):
+    """A 100-frame 512 x 512 16-bit DICOM (52 MB of pixels): peak Python/NumPy allocation while loading stays
+    near the file's own bytes (read once, parsed once) plus one frame, not the whole volume in float64
+    (before: every frame decoded, then converted to float64: ~8 x the pixel data more)."""
+    import tracemalloc
+
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    frames, side = 100, 512
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = (np.arange(frames * side * side, dtype=np.uint64) % 4099).astype(np.uint16).tobytes()
+    path = tmp_path / "volume.dcm"
+    ds.save_as(path)
+    del ds
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        img = load_image(path, base=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"\n{frames}-frame DICOM of {size / 2**20:.0f} MiB: peak traced allocation {peak / 2**20:.0f} MiB")
+    assert img.size == (side, side)
+    assert peak < 2.5 * size  # the file's bytes and their parsed copy, one frame; not ~10 x the file

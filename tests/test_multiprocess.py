@@ -9,6 +9,9 @@ shared by both processes) and the real ONNX embedder.
 - DAPO lockstep: rewards rigged so only process 1 sees a zero-variance group; both processes drop the same
   group and run the same two refill rounds (a timeout, never a hang);
 - GSPO killed (the whole process group) after its first checkpoint, then `--resume`d.
+- a failure on one process only (a custom component raising on rank 1, the embedder raising there, the judge
+  failing there): every process stops with the same error naming the process (timeouts, never a hang), with
+  step 1's checkpoint, metrics and logged completions intact.
 
 The accelerate-config parse checks (DeepSpeed ZeRO-3, FSDP) and the refusal of `accelerate launch --cpu`
 (which starts one process) need no model and are fast.
@@ -378,3 +381,94 @@ def test_two_processes_gspo_killed_then_resumed(gguf_path, minilm_onnx_dir, tiny
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     _check_outputs(out, 2)
+
+
+# -- a failure on one process stops every process with one error ---------------------------------------------
+
+FLAKY = """import os
+
+calls = [0]
+
+
+def flaky(completions, ground_truths, **kw):
+    calls[0] += 1
+    if os.environ.get("RANK") == "1" and calls[0] >= 2:
+        raise ValueError("rigged failure in a custom component")
+    return [0.5] * len(completions)
+"""
+
+
+def _run_failing(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` expecting it to fail, within TIMEOUT: a hang fails the test."""
+    try:
+        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{shlex.join(cmd)} hung for {TIMEOUT}s after a failure on one process\n{e.stderr!r}")
+    assert r.returncode != 0, r.stderr[-3000:]
+    return r
+
+
+def _check_stopped_after_step_1(out: Path) -> None:
+    """The run's outputs survive the stop: step 1's metrics row and checkpoint, nothing of a step 2."""
+    assert [r["step"] for r in _rows(out / "metrics.jsonl")] == [1]
+    assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 1
+    assert not (out / "checkpoint-2").exists()
+
+
+@pytest.mark.slow
+def test_a_custom_component_raising_on_one_process_stops_every_process(gguf_path, tiny_data, tmp_path):
+    """`medix train` under torchrun, a custom component that raises on process 1 from its second call: both
+    processes stop (no hang in the rewards gather) with the same one-line error naming the component and the
+    process; step 1's checkpoint, metrics and logged completions (of both processes) are intact."""
+    comp = tmp_path / "flaky.py"
+    comp.write_text(FLAKY)
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(f"reward:\n  extra:\n    - function: {comp}:flaky\n      weight: 0.2\n")
+    out = tmp_path / "run"
+    overrides = [o for o in _common(gguf_path, None, tiny_data, out, "grpo") if "reward." not in o]
+    overrides.append("--train.log_completions=1")
+    cmd = [*_torchrun("--nproc-per-node", "2", "--tee", "3"), "-m", "medix_r1.cli", "train"]
+    r = _run_failing([*cmd, "--config", str(run_file), *overrides])
+    lines = {}
+    for line in r.stdout.splitlines() + r.stderr.splitlines():
+        rank, sep, text = line.partition("]:")
+        if sep and text.startswith("medix: error:"):
+            lines.setdefault(rank.lstrip("["), []).append(text)
+    assert sorted(lines) == ["default0", "default1"], r.stderr[-3000:]
+    assert lines["default0"] == lines["default1"] and len(lines["default0"]) == 1
+    err = lines["default0"][0]
+    assert f"{comp}:flaky raised ValueError: rigged failure in a custom component" in err
+    assert "process 1 of 2" in err and "process 0 of 2" not in err
+    assert "the reward failed at step 2" in err and "--resume" in err
+    _check_stopped_after_step_1(out)
+    # train.log_completions=1: step 1's completions of both processes, with the custom component's column
+    done = _rows(out / "completions.jsonl")
+    assert [(r["step"], r["process"]) for r in done] == [(1, 0), (1, 0), (1, 1), (1, 1)]
+    assert all(r["flaky"] == 0.5 and isinstance(r["completion"], str) for r in done)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["embed", "judge"])
+def test_an_embedder_error_or_judge_outage_on_one_process_stops_every_process(
+    what, gguf_path, minilm_onnx_dir, tiny_data, tmp_path
+):
+    """The embedder raising on process 1 (a RewardStepError on both, naming process 1 and the error), or the
+    judge failing there (retried in step, then the outage error on both): no hang, step 1 kept."""
+    out = tmp_path / "run"
+    overrides = _common(gguf_path, minilm_onnx_dir, tiny_data, out, "grpo")
+    if what == "embed":
+        overrides = [o for o in overrides if not o.startswith("--reward.judge.")]
+    overrides += ["--train.judge_retries=1", "--train.judge_retry_wait=0.1"]
+    trace = tmp_path / "trace"
+    cmd = [*_torchrun("--nproc-per-node", "2"), str(HERE / "mp_driver.py"), str(trace)]
+    _run_failing([*cmd, "--fail", f"{what}:1:2", "--", *overrides])
+    errs = [json.loads((trace / f"rank{r}.json").read_text())["error"] for r in (0, 1)]
+    assert errs[0] == errs[1], errs
+    if what == "embed":
+        assert errs[0]["type"] == "RewardStepError"
+        assert "process 1 of 2: RuntimeError: rigged: the ONNX session failed" in errs[0]["message"]
+        assert "process 0 of 2" not in errs[0]["message"]
+    else:
+        assert errs[0]["type"] == "JudgeOutageError"
+        assert "the judge failed 2 times in a row at step 1" in errs[0]["message"]
+    _check_stopped_after_step_1(out)

@@ -600,3 +600,37 @@ def test_attack_resuming_a_long_output_streams_it(tmp_path):
         peaks[n] = peak / 1024
     print(f"\nresume peak RSS: 30,000 rows {peaks[30_000]:.0f} MiB, 300,000 rows {peaks[300_000]:.0f} MiB")
     assert peaks[300_000] - peaks[30_000] < 40  # MiB; streaming: independent of the row count
+
+
+def test_an_answer_the_judge_sees_cut_is_marked_truncated(tmp_path, gguf_path):
+    """The strict judge reads at most MAX_ANSWER_CHARS characters of an answer: a longer answer's row says so
+    (``"truncated": ["accuracy_llm"]``), and its verdict is the judge's verdict on that prefix, unchanged;
+    short answers carry no mark; reference mode (which sends the whole text) marks nothing."""
+    from medix_r1.judge import JudgeConfig, make_judge
+    from medix_r1.judge.prompt import MAX_ANSWER_CHARS, was_cut
+
+    long = "right lower lobe pneumonia " * 60  # 1,620 characters
+    exact = ("x" * (MAX_ANSWER_CHARS - 1)) + " y"  # 1,201: cut by one character
+    edge = "z" * MAX_ANSWER_CHARS  # exactly the limit: not cut
+    assert was_cut(long) and was_cut(exact) and not was_cut(edge) and not was_cut("\n" * 3000)
+    assert was_cut(" " * (4 * MAX_ANSWER_CHARS) + "hidden")  # past what the judge reads at all
+    answers = ["pneumonia", long, exact, edge]
+    inp = _write(
+        tmp_path / "in.jsonl",
+        [{"id": i, "response": GOOD.format(a), "ground_truth": GT} for i, a in enumerate(answers)],
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["reward", "score", "--input", str(inp), "--output", str(out), "--no-progress"]
+    args += ["--judge-model", str(gguf_path), "--judge-threads", "1"]
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [r.get("truncated") for r in rows] == [None, ["accuracy_llm"], ["accuracy_llm"], None]
+    judge = make_judge(JudgeConfig(model=str(gguf_path), n_threads=1))
+    try:
+        direct = judge.judge([(a, "Right lower lobe pneumonia") for a in answers])
+    finally:
+        judge.close()
+    assert [r["accuracy_llm"] for r in rows] == [1.0 if v.match else 0.0 for v in direct]
+    ref = tmp_path / "ref.jsonl"
+    assert main([*args[:5], str(ref), *args[6:], "--mode", "reference"]) == 0
+    assert all("truncated" not in r for r in _rows(ref))

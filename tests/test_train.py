@@ -123,6 +123,24 @@ def test_advantages_come_from_rust(monkeypatch, gguf_path, tiny_data, tmp_path):
         assert np.all(st.advantages == 0)
 
 
+@pytest.mark.slow
+def test_log_completions_writes_every_nth_steps_completions(gguf_path, tiny_data, tmp_path):
+    """train.log_completions=2 over 2 steps: completions.jsonl holds step 2's completions only (1 prompt x 2
+    generations), each with its ground truth, reward components and advantage."""
+    from medix_r1.train.trainer import run_training
+
+    out = tmp_path / "log"
+    cfg = _cfg(gguf_path, tiny_data, out, "grpo", ["--train.log_completions=2"])
+    run_training(cfg, echo=None)
+    rows = _rows(out / "completions.jsonl")
+    assert [(r["step"], r["round"], r["process"], r["group"]) for r in rows] == [(2, 0, 0, 0), (2, 0, 0, 0)]
+    for r in rows:
+        assert isinstance(r["completion"], str) and r["ground_truth"].startswith("<")
+        assert r["format"] in (0.0, 1.0) and "overall" in r and "accuracy_llm" in r
+        assert r["advantage"] is not None
+    assert sum(r["advantage"] for r in rows) == pytest.approx(0.0, abs=1e-6)
+
+
 _KILL_SCRIPT = """
 import sys, torch
 torch.set_num_threads(2)

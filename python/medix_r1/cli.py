@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except (MedixError, MedixInputError) as e:
-        print(f"medix: error: {e}", file=sys.stderr)
+        from medix_r1.llm.remote import redact_urls
+
+        print(f"medix: error: {redact_urls(str(e))}", file=sys.stderr)  # never a URL's credentials
         return 2
     except KeyboardInterrupt:
         print("medix: interrupted", file=sys.stderr)

@@ -35,6 +35,7 @@ __all__ = [
     "option",
     "option_keys",
     "parse_value",
+    "redacted",
     "render",
     "short",
     "to_dict",
@@ -83,6 +84,10 @@ def short(value: Any, limit: int = SHORT) -> str:
         text = repr(value)
     except RecursionError:
         return f"<nested {type(value).__name__}>"
+    if "://" in text:  # never quote a URL's credentials
+        from medix_r1.llm.remote import redact_urls
+
+        text = redact_urls(text)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
@@ -545,6 +550,23 @@ def build(
     return obj
 
 
+def redacted(data: Any) -> Any:
+    """Plain config data (:func:`to_dict`'s) with the credentials of every URL in it redacted (userinfo,
+    credential-looking query values: ``medix_r1.llm.remote.redact_url``): what a config dump, a printed
+    config or a log may show."""
+    if isinstance(data, str):
+        if "://" not in data:
+            return data
+        from medix_r1.llm.remote import redact_urls
+
+        return redact_urls(data)
+    if isinstance(data, dict):
+        return {k: redacted(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redacted(v) for v in data]
+    return data
+
+
 def to_dict(obj: Any) -> Any:
     """Plain data (dicts, lists, str paths) of a config, for YAML and JSON."""
     if is_dataclass(obj) and not isinstance(obj, type):
@@ -685,7 +707,7 @@ def _render(obj: Any, cls: type, indent: int, out: list[str]) -> None:
             out.append(f"{pad}{f.name}:" + (f"  # {help_}" if help_ else ""))
             _render(value, sub_cls, indent + 1, out)
         else:
-            line = f"{pad}{f.name}: {_yaml_scalar(to_dict(value))}"
+            line = f"{pad}{f.name}: {_yaml_scalar(redacted(to_dict(value)))}"
             out.append(line + (f"  # {help_}" if help_ else ""))
 
 

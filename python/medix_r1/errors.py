@@ -24,6 +24,7 @@ __all__ = [
     "MissingModelError",
     "ResumeMismatchError",
     "RewardComponentError",
+    "RewardStepError",
     "UserError",
     "check_model_path",
 ]
@@ -85,6 +86,20 @@ class JudgeFailedError(MedixError, RuntimeError):
 class RewardComponentError(MedixError, RuntimeError):
     """A custom reward component (``file.py:function``) could not be loaded, raised, or returned something
     other than one float or None per item; the message names ``file.py:function``."""
+
+
+class RewardStepError(MedixError, RuntimeError):
+    """Scoring a batch failed during training on one or more processes (a custom component raised, the
+    embedder failed, ...): every process stops with this same error, which names the failed ``processes``
+    (ranks) and their errors, after a resumable checkpoint of the steps done (``step`` of them)."""
+
+    def __init__(self, message: str, *, processes: list[int] | None = None, step: int | None = None):
+        super().__init__(message)
+        self.processes = list(processes or [])
+        self.step = step
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class ResumeMismatchError(MedixError, ValueError):

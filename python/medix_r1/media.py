@@ -28,6 +28,7 @@ __all__ = [
 # still takes a 6000 x 6000 radiograph whole.
 MAX_IMAGE_BYTES = 256 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000
+# A multi-frame DICOM gives one image: its middle frame (NumberOfFrames // 2), the only frame decoded.
 
 
 class MissingDependencyError(MedixError, ImportError):
@@ -127,7 +128,14 @@ def _read_capped(path: Path) -> bytes:
                 path=path,
             )
         with open(path, "rb") as f:  # a size of 0 proves nothing (/proc): read at most the cap + 1
-            data = f.read(MAX_IMAGE_BYTES + 1)
+            # Read what the size says, then on to the end in small pieces (read(cap) would allocate the
+            # whole cap for every image).
+            chunks = [f.read(size + 1 if size else 1 << 20)]
+            total = len(chunks[0])
+            while chunks[-1] and total <= MAX_IMAGE_BYTES:
+                chunks.append(f.read(min(1 << 20, MAX_IMAGE_BYTES + 1 - total)))
+                total += len(chunks[-1])
+            data = chunks[0] if total == len(chunks[0]) else b"".join(chunks)
     except OSError as e:
         raise DataError(f"image file {path} cannot be read: {e.strerror or e}", path=path) from None
     if len(data) > MAX_IMAGE_BYTES:
@@ -155,13 +163,21 @@ def _dicom_to_pil(data: bytes, path: Path | None) -> Any:
                 f"{MAX_IMAGE_PIXELS:,} read (medix_r1.media.MAX_IMAGE_PIXELS)",
                 path=path,
             )
-        arr = ds.pixel_array.astype(np.float64)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            # A multi-frame DICOM (a volume, a cine loop): only its middle frame is decoded, so memory is
+            # one frame's whatever the number of frames (decoding them all took frames x 8 bytes a pixel).
+            from pydicom.pixels import pixel_array
+
+            arr = pixel_array(ds, index=frames // 2).astype(np.float64)
+        else:
+            arr = ds.pixel_array.astype(np.float64)
     except DataError:
         raise
     except Exception as e:  # pydicom raises many types for a bad or compressed file
         raise DataError(f"unreadable DICOM{f' {path}' if path else ''}: {e}", path=path) from None
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr = arr[arr.shape[0] // 2]  # a multi-frame volume: take the middle slice
+        arr = arr[arr.shape[0] // 2]  # frames the header did not announce: the middle one
     lo, hi = np.percentile(arr, [0.5, 99.5]) if arr.size else (0.0, 1.0)
     arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
     return Image.fromarray(arr.astype(np.uint8))

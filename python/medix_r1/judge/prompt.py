@@ -25,8 +25,11 @@ __all__ = [
     "classify_reply_token",
     "parse_reply",
     "sanitize",
+    "was_cut",
 ]
 
+# The strict judge sees at most this many characters of each answer (after sanitising; the cut text ends with
+# " [...]"); a reward row whose answer or ground truth was cut carries "truncated": ["accuracy_llm"].
 MAX_ANSWER_CHARS = 1200
 
 SYSTEM = (
@@ -105,7 +108,15 @@ def sanitize(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     This is defence in depth and serves servers we do not control: on our own paths the text is also
     tokenized with special-token parsing off, so no text can become a control token whatever survives here.
     """
-    s = str(text)[: max(limit, 1) * _READ_FACTOR]
+    s = _clean(str(text), limit)
+    if len(s) > limit:
+        s = s[:limit].rstrip() + " [...]"
+    return s
+
+
+def _clean(text: str, limit: int) -> str:
+    """:func:`sanitize` before the cut to ``limit`` characters."""
+    s = text[: max(limit, 1) * _READ_FACTOR]
     s = _INVISIBLE.sub("", s)
     s = unicodedata.normalize("NFKC", s)[: max(limit, 1) * _READ_FACTOR]
     s = _INVISIBLE.sub("", s)  # NFKC maps some characters onto invisible ones (U+3164 -> U+1160)
@@ -119,10 +130,15 @@ def sanitize(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     else:
         if _CONTROL_TOKENS.search(s):
             s = _SPACES.sub(" ", _DELIMS.sub(" ", s))
-    s = _LABELS.sub(lambda m: f"{m.group(1)} -", s).strip()
-    if len(s) > limit:
-        s = s[:limit].rstrip() + " [...]"
-    return s
+    return _LABELS.sub(lambda m: f"{m.group(1)} -", s).strip()
+
+
+def was_cut(*texts: str, limit: int = MAX_ANSWER_CHARS) -> bool:
+    """True when the strict judge sees only a prefix of one of ``texts``: sanitised, it is longer than
+    ``limit`` characters, or the text is longer than what :func:`sanitize` reads (``4 * limit``)."""
+    return any(
+        len(str(t)) > max(limit, 1) * _READ_FACTOR or len(_clean(str(t), limit)) > limit for t in texts
+    )
 
 
 def build_messages(

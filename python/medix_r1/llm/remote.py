@@ -22,7 +22,14 @@ from typing import Any
 
 from medix_r1.errors import BackendError
 
-__all__ = ["OpenAIChat", "is_loopback_host", "normalise_base_url", "printable", "redact_url"]
+__all__ = [
+    "OpenAIChat",
+    "is_loopback_host",
+    "normalise_base_url",
+    "printable",
+    "redact_url",
+    "redact_urls",
+]
 
 MAX_REPLY = 64 * 1024 * 1024  # a reply larger than this is a broken server, not a verdict
 
@@ -38,10 +45,13 @@ class _Retryable(Exception):
 def normalise_base_url(base_url: str) -> str:
     u = urllib.parse.urlsplit(base_url.strip())
     if u.scheme not in ("http", "https") or not u.hostname:
-        raise BackendError(f"not an http(s) URL: {base_url!r} (expected e.g. http://127.0.0.1:8085/v1)")
+        raise BackendError(
+            f"not an http(s) URL: {redact_url(base_url)!r} (expected e.g. http://127.0.0.1:8085/v1)"
+        )
     if u.username or u.password:
         raise BackendError(
-            f"{base_url!r}: put credentials in an environment variable (api_key_env), not the URL"
+            f"{redact_url(base_url)!r}: put credentials in an environment variable (api_key_env), not the "
+            "URL (they were left out of this message)"
         )
     path = u.path.rstrip("/")
     if not path:
@@ -56,6 +66,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u206
 def redact_url(url: str) -> str:
     """``url`` fit to record (a meta file, a log): no userinfo, and the value of every query parameter whose
     name looks like a credential (``api_key``, ``key``, ``token``, ``sig``, ...) replaced by ``REDACTED``."""
+    if "://" not in str(url):  # not a URL: drop whatever may be userinfo ("user:pw@host/...")
+        return str(url).rpartition("@")[2]
     try:
         u = urllib.parse.urlsplit(str(url))
         netloc = u.netloc.rpartition("@")[2]
@@ -64,6 +76,29 @@ def redact_url(url: str) -> str:
         return "<unparsable URL>"
     query = [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in query]
     return urllib.parse.urlunsplit((u.scheme, netloc, u.path, urllib.parse.urlencode(query), ""))
+
+
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+
+
+def _has_secret(url: str) -> bool:
+    u = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+    return "@" in u.netloc or any(_SECRET_PARAM.search(k) for k, _ in query)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it that carries a credential (userinfo, a credential-looking query
+    parameter) redacted as :func:`redact_url` does; other text and URLs unchanged. For anything that renders
+    or logs a configuration or an error (config dumps, ``--print-config``, the CLI's error line)."""
+
+    def one(m: re.Match[str]) -> str:
+        try:
+            return redact_url(m[0]) if _has_secret(m[0]) else m[0]
+        except ValueError:
+            return "<unparsable URL>"
+
+    return _URL_IN_TEXT.sub(one, text) if "://" in text else text
 
 
 def printable(text: str, limit: int = 300) -> str:

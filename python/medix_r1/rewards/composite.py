@@ -406,8 +406,9 @@ class CompositeReward:
         """One dict per response: ``overall``, ``format``, ``accuracy_llm``, ``accuracy_embed``,
         ``modality``, each custom component by name (float, or None when not applicable or unscorable) and
         ``errors`` (list of str); and ``truncated`` (the components scored on a prefix of a text longer than
-        their model takes, e.g. ``["accuracy_embed"]`` for an answer over ``MAX_EMBED_CHARS``) only when there
-        are any. ``columns``: other per-item columns, passed to custom components."""
+        their model takes: ``"accuracy_llm"`` for an answer or ground truth the strict judge saw cut to
+        ``MAX_ANSWER_CHARS``, ``"accuracy_embed"`` for one over ``MAX_EMBED_CHARS``) only when there are
+        any. ``columns``: other per-item columns, passed to custom components."""
         responses = [str(r) for r in responses]
         ground_truths = [str(g) for g in ground_truths]
         n = len(responses)
@@ -451,6 +452,12 @@ class CompositeReward:
         }
         extra_vals = [x.score(responses, ground_truths, other) for x in self.extras]
         truncated: list[list[str]] = [[] for _ in range(n)]  # components scored on a prefix of the text
+        if vals.get("accuracy_llm") is not None and not reference:  # reference mode sends the whole text
+            from medix_r1.judge.prompt import was_cut as judge_cut
+
+            for i in ask:
+                if judge_cut(st.answers[i], gt_answers[i]):
+                    truncated[i].append("accuracy_llm")
         if vals.get("accuracy_embed") is not None:
             from medix_r1.embed.accuracy import was_cut
 

@@ -207,7 +207,12 @@ class TrainConfig:
         3, "on a judge outage, retry a batch's scoring this many times before stopping", ge=0
     )
     judge_retry_wait: float = _f(10.0, "seconds between those retries (doubling each time)", ge=0)
-    log_completions: int = _f(0, "print this many sample completions per step (0: none)", ge=0)
+    log_completions: int = _f(
+        0,
+        "every N steps, append that step's completions (every process's) with their rewards to "
+        "completions.jsonl in output_dir (0: never)",
+        ge=0,
+    )
     chart: bool = _f(True, "draw reward_components.png from metrics.jsonl at the end")
     use_vllm: bool = _f(False, "generate rollouts with vLLM (TRL use_vllm; see `medix train --plan`)")
     vllm_mode: Literal["server", "colocate"] = _f(
@@ -271,6 +276,7 @@ class TrainerKnobs:
     dynamic_max_rounds: int
     judge_retries: int
     judge_retry_wait: float
+    log_completions: int
 
     @classmethod
     def from_config(cls, cfg: RunConfig | None = None) -> TrainerKnobs:
@@ -283,6 +289,7 @@ class TrainerKnobs:
             dynamic_max_rounds=a.dynamic_max_rounds,
             judge_retries=t.judge_retries,
             judge_retry_wait=t.judge_retry_wait,
+            log_completions=t.log_completions,
         )
 
 

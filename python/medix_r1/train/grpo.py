@@ -16,6 +16,7 @@ global batch.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -35,6 +36,7 @@ from medix_r1.errors import JudgeFailedError
 if TYPE_CHECKING:
     from medix_r1.train.config import TrainerKnobs
 from medix_r1.train.monitors import (
+    COMPLETIONS_FILE,
     COMPONENTS,
     completion_text,
     component_matrix,
@@ -183,6 +185,14 @@ _ROW_KEYS_PAD = {
 }
 
 
+_OK, _RETRY, _FATAL = 0, 1, 2  # how a process's reward step went (gathered before the rewards)
+_MSG_CHARS = 2000  # a failed process's message is quoted up to this length
+
+
+def _cut(msg: str) -> str:
+    return msg if len(msg) <= _MSG_CHARS else msg[:_MSG_CHARS] + f"... ({len(msg)} chars)"
+
+
 def local_slice(process_index: int, n_local: int) -> slice:
     """The rows of the gathered batch that belong to one process (TRL's layout: rank order, equal sizes)."""
     return slice(process_index * n_local, (process_index + 1) * n_local)
@@ -237,10 +247,12 @@ class MedixGRPOTrainer(GRPOTrainer):
         self.medix_max_rounds = m.dynamic_max_rounds
         self.medix_judge_retries = m.judge_retries
         self.medix_retry_wait = m.judge_retry_wait
+        self.medix_log_completions = m.log_completions
         self.medix_print = on_batch
         self._medix_last: dict[str, Any] = {}
         self._medix_warned_refill = False
         self._medix_dynamic_last: dict[str, Any] = {}  # the last step's dynamic-sampling decisions
+        self._medix_round_no = 0  # DAPO: 0 for a step's first scoring round, then each refill round's number
 
     def _mode(self) -> str:
         return "train" if getattr(self.model, "training", False) else "eval"
@@ -281,33 +293,29 @@ class MedixGRPOTrainer(GRPOTrainer):
 
     # -- rewards
     # -------------------------------------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
-        attempt = 0
-        while True:
-            failure: JudgeFailedError | None = None
-            try:
-                with _local_rewards():
-                    local = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            except JudgeFailedError as e:
-                failure = e
-            if not self._any_process(failure is not None):
-                break
-            what = str(failure) if failure is not None else "the judge failed on another process"
-            if attempt >= self.medix_judge_retries:
-                where = self._save_outage_checkpoint()
-                raise JudgeOutageError(
-                    f"the judge failed {attempt + 1} times in a row at step "
-                    f"{self.state.global_step}: {what}. "
-                    f"A checkpoint was written to {where}; fix the judge and run the same command "
-                    f"with --resume ({_resume_command()})."
-                ) from failure
-            wait = self.medix_retry_wait * (2**attempt)
-            log.warning(
-                "judge outage (%s); retry %d/%d in %.0fs", what, attempt + 1, self.medix_judge_retries, wait
-            )
-            time.sleep(wait)
-            attempt += 1
-        rewards_per_func = self._gather(local.detach().cpu()).to(local.device)
+    def _statuses(self, code: int, extra: int = 0) -> list[tuple[int, int]]:
+        """``(code, extra)`` of every process, in rank order (one tiny all-gather): each process learns how
+        the others' reward step went before anything else is gathered."""
+        if self.accelerator.num_processes == 1:
+            return [(code, extra)]
+        g = self._gather(torch.tensor([[code, extra]], dtype=torch.int64))
+        return [(int(a), int(b)) for a, b in g.tolist()]
+
+    def _messages(self, msg: str) -> list[str]:
+        """Every process's ``msg``, in rank order (only on the failure path: an object all-gather)."""
+        if self.accelerator.num_processes == 1:
+            return [msg]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.accelerator.num_processes
+        dist.all_gather_object(out, msg)
+        return [str(m) for m in out]
+
+    def _local_reward_rows(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        """This process's rewards and per-component rows, computed before any collective call: whatever
+        raises here is reported to every process instead of leaving them waiting in a gather."""
+        with _local_rewards():
+            local = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         texts = [completion_text(c) for c in completions]
         truths = ground_truths(inputs)
         local_cpu = local.detach().cpu()
@@ -321,15 +329,106 @@ class MedixGRPOTrainer(GRPOTrainer):
         lengths = [len(ids) for ids in completion_ids_list]
         keys = [str(x.get("prompt")) for x in inputs]
         packed = torch.from_numpy(pack_rows(comps, lengths, answers, keys))
+        return local, local_cpu, texts, truths, answers, packed
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        """The rewards of the gathered batch. A judge failure (``JudgeFailedError``) on any process is
+        retried by every process in step, then stops the run with a checkpoint; any other error on any
+        process (a custom component that raises, the embedder failing) stops every process at once with
+        one error naming the process and the cause, after a checkpoint: no process is left waiting in the
+        gather, and every process reports the same error."""
+        attempt = 0
+        while True:
+            failure: BaseException | None = None
+            code = _OK
+            result: Any = None
+            try:
+                result = self._local_reward_rows(inputs, prompts, completions, completion_ids_list)
+            except JudgeFailedError as e:
+                failure, code = e, _RETRY
+            except Exception as e:
+                failure, code = e, _FATAL
+            statuses = self._statuses(code, int(self._checkpoint_exists()))
+            codes = [c for c, _ in statuses]
+            if all(c == _OK for c in codes):
+                break
+            what = self._failures(codes, failure)
+            if _FATAL in codes:
+                self._stop_together(codes, what, failure, saved=bool(statuses[0][1]))
+            if attempt >= self.medix_judge_retries:
+                where = self._checkpoint_path() if statuses[0][1] else self._save_outage_checkpoint()
+                raise JudgeOutageError(
+                    f"the judge failed {attempt + 1} times in a row at step "
+                    f"{self.state.global_step}: {what}. "
+                    f"A checkpoint was written to {where}; fix the judge and run the same command "
+                    f"with --resume ({_resume_command()})."
+                ) from failure
+            wait = self.medix_retry_wait * (2**attempt)
+            log.warning(
+                "judge outage (%s); retry %d/%d in %.0fs", what, attempt + 1, self.medix_judge_retries, wait
+            )
+            time.sleep(wait)
+            attempt += 1
+        local, local_cpu, texts, truths, answers, packed = result
+        rewards_per_func = self._gather(local_cpu).to(local.device)
         self._medix_last = {
             "rewards_per_func": rewards_per_func.detach().cpu(),
             "local_rewards_per_func": local_cpu,
             "texts": texts,
+            "truths": truths,
             "answers": answers,
             "columns": reward_columns(self.reward_funcs),
             "rows": self._gather(packed).numpy(),
         }
         return rewards_per_func
+
+    def _failures(self, codes: list[int], failure: BaseException | None) -> str:
+        """What failed, the same text on every process: each failed process (with several) and its error.
+        For the worst kind of failure only (any fatal error, else the judge failures)."""
+        mine = ""
+        if failure is not None:
+            medix = isinstance(failure, errors.MedixError)
+            mine = str(failure) if medix else f"{type(failure).__name__}: {failure}"
+            if not medix:  # a bug: its traceback, from the process it hit
+                log.error(
+                    "the reward step failed on process %d", self.accelerator.process_index, exc_info=failure
+                )
+        msgs = self._messages(mine)
+        n = self.accelerator.num_processes
+        worst = _FATAL if _FATAL in codes else _RETRY
+        return "; ".join(
+            (f"process {r} of {n}: " if n > 1 else "") + _cut(msgs[r])
+            for r, c in enumerate(codes)
+            if c == worst
+        )
+
+    def _stop_together(
+        self, codes: list[int], what: str, failure: BaseException | None, *, saved: bool
+    ) -> None:
+        """Every process: raise the same RewardStepError naming each failed process and its error, after a
+        checkpoint of the steps done (unless one is already written for this step, or none is done yet)."""
+        step = self.state.global_step
+        where = "no step was done yet, nothing to save"
+        if step > 0:
+            if saved:
+                where = f"the checkpoint of step {step} is {self._checkpoint_path()}"
+            else:
+                where = f"a checkpoint was written to {self._save_outage_checkpoint()}"
+        raise errors.RewardStepError(
+            f"the reward failed at step {step + 1} ({what}); every process stopped: {where}; fix the cause "
+            f"and run the same command with --resume ({_resume_command()})",
+            processes=[r for r, c in enumerate(codes) if c == _FATAL],
+            step=step,
+        ) from failure
+
+    def _checkpoint_path(self) -> str:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
+    def _checkpoint_exists(self) -> bool:
+        """This step's checkpoint is written (its trainer state is the last file the Trainer saves)."""
+        return os.path.isfile(os.path.join(self._checkpoint_path(), "trainer_state.json"))
 
     def _weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """The scalar reward per completion, NaN where every reward function said unscorable."""
@@ -339,12 +438,8 @@ class MedixGRPOTrainer(GRPOTrainer):
         return rewards
 
     def _save_outage_checkpoint(self) -> str:
-        import os
-
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
         self._save_checkpoint(self.model, trial=None)
-        return os.path.join(str(self.args.output_dir), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return self._checkpoint_path()
 
     # -- generation, advantages, dynamic sampling
     # ----------------------------------------------------------------
@@ -380,11 +475,58 @@ class MedixGRPOTrainer(GRPOTrainer):
         for k, v in mons.items():
             metrics[f"monitor/{k}"].append(v)
         metrics["num_processes"].append(float(self.accelerator.num_processes))
+        every = self.medix_log_completions
+        if every and mode == "train" and (self.state.global_step + 1) % every == 0:
+            self._write_completions(last, scores, stats)
         if self.medix_print is not None and self.accelerator.is_main_process:
             mine = scores[local_slice(self.accelerator.process_index, len(last["texts"]))]
             self.medix_print({"texts": last["texts"], "scores": mine, **comps, **mons})
 
+    def _write_completions(
+        self, last: dict[str, Any], scores: list[dict[str, Any]], stats: GroupStats
+    ) -> None:
+        """``train.log_completions``: the scoring round's completions of every process (in rank order), each
+        with its ground truth, reward components and advantage (in that round), appended to
+        ``completions.jsonl`` by the main process. Every process decides alike (from the step number), so
+        every one reaches the object gather."""
+        mine = list(zip(last["texts"], last["truths"]))
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * self.accelerator.num_processes
+            dist.all_gather_object(parts, mine)
+            pairs = [p for part in parts for p in part]
+        else:
+            pairs = mine
+        if not self.accelerator.is_main_process:
+            return
+        n_local = len(mine)
+        step = self.state.global_step + 1
+        path = os.path.join(str(self.args.output_dir), COMPLETIONS_FILE)
+        lines = []
+        for i, ((text, truth), sc) in enumerate(zip(pairs, scores)):
+            adv = float(stats.advantages[i])
+            row = {
+                "step": step,
+                "round": self._medix_round_no,
+                "process": i // n_local if n_local else 0,
+                "group": int(stats.group_index[i]),
+                "completion": text,
+                "ground_truth": truth,
+                **{k: v if v is None or np.isfinite(v) else None for k, v in sc.items()},
+                "advantage": adv if np.isfinite(adv) else None,
+            }
+            lines.append(json.dumps(row) + "\n")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("".join(lines))
+        except OSError as e:  # the main process alone: raising would leave the others in the next collective
+            log.warning(
+                "train.log_completions: cannot write %s (%s); step %d's completions not logged", path, e, step
+            )
+
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        self._medix_round_no = 0
         out, stats = self._score_round(inputs)
         mode = self._mode()
         if not (self.medix_dynamic and mode == "train"):
@@ -412,6 +554,7 @@ class MedixGRPOTrainer(GRPOTrainer):
         # `short` comes from gathered rewards, identical everywhere: every process runs the same rounds.
         while short.max() > 0 and rounds < self.medix_max_rounds:
             rounds += 1
+            self._medix_round_no = rounds
             extra = self._refill_inputs(n_groups, rounds)[local_slice(rank, n_local)]
             o, st = self._score_round(extra)
             outs.append(o)

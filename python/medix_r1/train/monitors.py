@@ -20,6 +20,7 @@ import numpy as np
 from medix_r1.rewards.composite import COMPONENTS, CompositeReward, completion_texts
 
 __all__ = [
+    "COMPLETIONS_FILE",
     "COMPONENTS",
     "ROW_WIDTH",
     "completion_text",
@@ -32,6 +33,8 @@ __all__ = [
     "reward_mode",
     "unpack_rows",
 ]
+
+COMPLETIONS_FILE = "completions.jsonl"  # train.log_completions: sampled completions with their rewards
 
 # One packed row: the components, the completion length, a hash of the normalised answer, a hash of the
 # prompt. ROW_WIDTH is the width with the built-in components only; custom components widen it.

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1 import errors
+from medix_r1.config import redacted
 from medix_r1.rewards.components import step_line
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, TrainerKnobs, _to_dict
 from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
+from medix_r1.train.monitors import COMPLETIONS_FILE
 
 __all__ = [
     "METRICS_FILE",
@@ -234,6 +236,7 @@ def run_training(
             for p in out.glob("checkpoint-*"):
                 shutil.rmtree(p, ignore_errors=True)
             (out / METRICS_FILE).unlink(missing_ok=True)
+            (out / COMPLETIONS_FILE).unlink(missing_ok=True)
         ckpt = None
     elif ckpt is not None and not resume:
         raise FileExistsError(
@@ -245,18 +248,21 @@ def run_training(
         echo(f"medix: no checkpoint in {out} yet; starting from step 0")
     metrics_path = out / METRICS_FILE
     if main:
-        if ckpt is not None:
-            _truncate_metrics(metrics_path, int(ckpt.name.split("-")[-1]))
-        elif not resume:
-            metrics_path.unlink(missing_ok=True)
-        (out / "run_config.yaml").write_text(yaml.safe_dump(_to_dict(cfg), sort_keys=False))
+        for path in (metrics_path, out / COMPLETIONS_FILE):  # rows past the checkpoint are done again
+            if ckpt is not None:
+                _truncate_metrics(path, int(ckpt.name.split("-")[-1]))
+            elif not resume:
+                path.unlink(missing_ok=True)
+        # No URL credentials in the run folder (a judge URL's user:password@ or ?key=): redacted.
+        (out / "run_config.yaml").write_text(yaml.safe_dump(redacted(_to_dict(cfg)), sort_keys=False))
 
     if echo:
         from medix_r1.judge.validate import validation_warning
+        from medix_r1.llm.remote import redact_urls
 
         warning = validation_warning(cfg.reward.judge, cfg.reward.judge_report)
         if warning:
-            echo(warning)
+            echo(redact_urls(warning))  # it names the judge's URL
     backend = select_backend(cfg)
     if backend.notice and echo:
         echo(backend.notice)
