@@ -47,7 +47,9 @@ def judge_identity(judge: Any) -> dict[str, Any]:
     if model:
         return _gguf_identity(model)
     if url:
-        return {"kind": "url", "url": str(url), "name": str(name)}
+        from medix_r1.llm.remote import redact_url  # a report.json must not carry a URL's credentials
+
+        return {"kind": "url", "url": redact_url(str(url)), "name": str(name)}
     raise TypeError(f"cannot identify a judge from {judge!r}")
 
 
