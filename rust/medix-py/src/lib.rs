@@ -179,18 +179,41 @@ fn map_str_pairs<'py, T: Send>(
     }))
 }
 
-/// format_rewards(responses, mode) -> bytearray of float64
-#[pyfunction]
-#[pyo3(signature = (responses, mode = "strict"))]
-fn format_rewards<'py>(
-    py: Python<'py>,
-    responses: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyByteArray>> {
-    let mode = parse_mode(mode)?;
-    let out = map_strs(py, "responses", responses, |t| medix_core::format_reward(t, mode))?;
-    f64_buffer(py, &out)
+/// Declares `#[pyfunction] NAME(ARG, mode="strict")`: `each(text, mode)` of medix-core on every str of the
+/// list ARG with the GIL released ([`map_strs`]), the results handed to `emit` (a Python object).
+macro_rules! per_text_function {
+    ($(#[$doc:meta])* $name:ident($arg:ident) -> $out:ty, each: $each:expr, emit: $emit:expr) => {
+        $(#[$doc])*
+        #[pyfunction]
+        #[pyo3(signature = ($arg, mode = "strict"))]
+        fn $name<'py>(py: Python<'py>, $arg: &Bound<'py, PyAny>, mode: &str) -> PyResult<Bound<'py, $out>> {
+            let mode = parse_mode(mode)?;
+            let out = map_strs(py, stringify!($arg), $arg, |t| ($each)(t, mode))?;
+            ($emit)(py, out)
+        }
+    };
 }
+
+per_text_function!(
+    /// format_rewards(responses, mode) -> bytearray of float64
+    format_rewards(responses) -> PyByteArray,
+    each: medix_core::format_reward,
+    emit: |py, out: Vec<f64>| f64_buffer(py, &out)
+);
+
+per_text_function!(
+    /// extract_answers(responses, mode) -> list[str]
+    extract_answers(responses) -> PyList,
+    each: |t, mode| medix_core::extract_answer(t, mode).into_owned(),
+    emit: |py, out: Vec<String>| PyList::new(py, out.iter().map(|a| PyString::new(py, a)))
+);
+
+per_text_function!(
+    /// is_invalid_answers(answers, mode) -> bytearray of bool (0/1)
+    is_invalid_answers(answers) -> PyByteArray,
+    each: medix_core::is_invalid_answer,
+    emit: |py, out: Vec<bool>| Ok(bool_buffer(py, out.into_iter()))
+);
 
 /// modality_rewards(responses, ground_truths, mode) -> bytearray of float64 (NaN = not applicable)
 #[pyfunction]
@@ -208,21 +231,6 @@ fn modality_rewards<'py>(
     f64_buffer(py, &out)
 }
 
-/// extract_answers(responses, mode) -> list[str]
-#[pyfunction]
-#[pyo3(signature = (responses, mode = "strict"))]
-fn extract_answers<'py>(
-    py: Python<'py>,
-    responses: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyList>> {
-    let mode = parse_mode(mode)?;
-    let out = map_strs(py, "responses", responses, |t| {
-        medix_core::extract_answer(t, mode).into_owned()
-    })?;
-    PyList::new(py, out.iter().map(|a| PyString::new(py, a)))
-}
-
 /// parse_ground_truths(ground_truths) -> list[tuple[str | None, str]]
 #[pyfunction]
 fn parse_ground_truths<'py>(
@@ -238,19 +246,6 @@ fn parse_ground_truths<'py>(
         .map(|(tag, text)| (tag.map(|t| PyString::new(py, t)), PyString::new(py, text)).into_pyobject(py))
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
-}
-
-/// is_invalid_answers(answers, mode) -> bytearray of bool (0/1)
-#[pyfunction]
-#[pyo3(signature = (answers, mode = "strict"))]
-fn is_invalid_answers<'py>(
-    py: Python<'py>,
-    answers: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyByteArray>> {
-    let mode = parse_mode(mode)?;
-    let out = map_strs(py, "answers", answers, |t| medix_core::is_invalid_answer(t, mode))?;
-    Ok(bool_buffer(py, out.into_iter()))
 }
 
 /// analyze(responses, ground_truths | None, mode) -> (format f64, modality f64, answers list[str], invalid bool)
