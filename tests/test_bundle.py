@@ -251,6 +251,21 @@ def test_half_written_bundle_says_to_rerun_create(tmp_path: Path, capsys) -> Non
         resolve_bundle(args, judge="judge_model")
 
 
+def test_unreadable_json_names_the_file_and_the_remedy(tmp_path: Path, capsys) -> None:
+    b = _fake_bundle(tmp_path / "b")
+    (b / MANIFEST).write_text("{not json", encoding="utf-8")
+    assert main(["bundle", "verify", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert MANIFEST in err and "not readable JSON" in err and "copy the bundle again" in err
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.json").write_text("{", encoding="utf-8")
+    with pytest.raises(
+        MissingModelError, match=r"config\.json: not readable JSON .*copy the checkpoint again"
+    ):
+        describe_model(ck, "policy")
+
+
 def test_truncated_wheels_are_removed_for_a_resume(tmp_path: Path) -> None:
     good = tmp_path / "a-1-py3-none-any.whl"
     with zipfile.ZipFile(good, "w") as z:

@@ -100,3 +100,18 @@ def test_yaml_off_and_on_read_as_booleans_are_accepted():
     # YAML 1.1 reads a bare `llama_extra_buffers: off` as false
     assert BackendConfig(model="j.gguf", llama_extra_buffers=False).llama_extra_buffers == "off"
     assert BackendConfig(model="j.gguf", llama_extra_buffers=True).llama_extra_buffers == "on"
+
+
+def test_backend_bounds_are_declared_and_reported_in_the_loaders_shape():
+    from dataclasses import fields
+
+    from medix_r1.errors import ConfigError
+
+    bounds = {f.name: f.metadata.get("bounds") for f in fields(BackendConfig)}
+    assert bounds["n_ctx"] == {"ge": 256} and bounds["max_retries"] == {"ge": 0}
+    with pytest.raises(ConfigError) as e:
+        BackendConfig(url="http://127.0.0.1:9/v1", n_ctx=10, timeout=0, max_retries=-1)
+    keys = [x.key for x in e.value.errors]
+    assert keys == ["backend.n_ctx", "backend.timeout", "backend.max_retries", "backend.name"]
+    assert "backend.n_ctx: got 10; allowed: >= 256" in str(e.value)
+    assert "backend.max_retries: got -1; allowed: >= 0" in str(e.value)

@@ -1,14 +1,15 @@
-"""Writing a directory so that readers never see it half-done."""
+"""Writing a directory so that readers never see it half-done; a file's SHA-256 read in chunks."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir"]
+__all__ = ["atomic_dir", "file_sha256"]
 
 
 @contextmanager
@@ -27,3 +28,13 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read 1 MiB at a time. (``bundle/standalone.py`` keeps its
+    own copy: it runs before medix-r1 is installed.)"""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -71,14 +71,3 @@ def group_advantages_raw(
 ) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]:
     """Advantages plus per-sample group index and per-group mean, std, valid count (all float64) and
     degenerate flags (u8)."""
-
-@overload
-def group_advantages_raw(
-    rewards: bytes,
-    group_size: int | None = None,
-    group_ids: bytes | None = None,
-    scale: str = "group",
-    eps: float = 1e-6,
-    *,
-    with_stats: Literal[True],
-) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +63,19 @@ def _check(group_size: int | None, scale: str, eps: float) -> None:
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
 
 
+def _native_args(
+    rewards: Sequence[float] | np.ndarray,
+    group_size: int | None,
+    group_ids: Sequence[Any] | np.ndarray | None,
+    scale: str,
+    eps: float,
+) -> tuple[bytes, bytes | None]:
+    """Checks the arguments and converts rewards and ids to the native call's buffers."""
+    _check(group_size, scale, eps)
+    raw = _rewards_bytes(rewards)
+    return raw, None if group_ids is None else _ids_bytes(group_ids, len(raw) // 8)
+
+
 def group_advantages(
     rewards: Sequence[float] | np.ndarray,
     group_size: int | None = None,
@@ -75,9 +88,7 @@ def group_advantages(
     Give ``group_size`` for consecutive groups of equal size, or ``group_ids`` (one per reward, any hashable
     or integer ids, groups need not be contiguous) for variable sizes.
     """
-    _check(group_size, scale, eps)
-    raw = _rewards_bytes(rewards)
-    ids = None if group_ids is None else _ids_bytes(group_ids, len(raw) // 8)
+    raw, ids = _native_args(rewards, group_size, group_ids, scale, eps)
     out = _native.group_advantages_raw(raw, group_size, ids, scale, float(eps), False)
     return np.frombuffer(out, dtype=np.float64)  # type: ignore[arg-type]
 
@@ -110,11 +121,9 @@ def group_stats(
     eps: float = 1e-6,
 ) -> GroupStats:
     """Like :func:`group_advantages`, also returning per-group mean, std, count and degenerate flags."""
-    _check(group_size, scale, eps)
-    raw = _rewards_bytes(rewards)
-    ids = None if group_ids is None else _ids_bytes(group_ids, len(raw) // 8)
-    adv, gidx, mean, std, count, degen = cast(
-        "tuple[bytearray, ...]", _native.group_advantages_raw(raw, group_size, ids, scale, float(eps), True)
+    raw, ids = _native_args(rewards, group_size, group_ids, scale, eps)
+    adv, gidx, mean, std, count, degen = _native.group_advantages_raw(
+        raw, group_size, ids, scale, float(eps), True
     )
     return GroupStats(
         advantages=np.frombuffer(adv, dtype=np.float64),

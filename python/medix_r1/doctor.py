@@ -247,23 +247,29 @@ def _ram() -> Check:
     return Check("ram", True, detail)
 
 
+def _nvidia_smi(query: str) -> str:
+    """nvidia-smi's answer (CSV, no header) to ``--query-gpu=QUERY``; "" when it gives none."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _gpu() -> Check:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         import shutil
-        import subprocess
 
         if shutil.which("nvidia-smi"):
-            try:
-                q = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=name,driver_version,memory.free", "--format=csv,noheader"],
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                ).stdout.strip()
-            except (OSError, subprocess.SubprocessError):
-                q = ""
+            q = _nvidia_smi("name,driver_version,memory.free")
             return Check("gpu", True, f"torch not installed; nvidia-smi: {q or 'no answer'}")
         return Check("gpu", True, "no NVIDIA GPU seen (torch not installed, no nvidia-smi); CPU only")
     import torch
@@ -285,17 +291,7 @@ def _gpu() -> Check:
         name = torch.cuda.get_device_name(i)
         parts.append(f"{i}: {name}, {free / 2**30:.1f}/{total / 2**30:.1f} GiB free")
     bf16 = torch.cuda.is_bf16_supported()
-    import subprocess
-
-    try:
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split("\n")[0]
-    except (OSError, subprocess.SubprocessError):
-        driver = "?"
+    driver = _nvidia_smi("driver_version").split("\n")[0]
     detail = (
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, driver {driver or '?'}; "
         f"bf16 {'yes' if bf16 else 'no'}; " + "; ".join(parts)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medix_r1.bundle import standalone
+from medix_r1.bundle.models import read_json
 from medix_r1.bundle.standalone import sha256_file
 from medix_r1.errors import MedixError
 
@@ -67,10 +68,7 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
             f"{m} is missing: {root} is not a finished bundle (was `medix bundle create` interrupted? rerun "
             "it with the same options to finish; it skips what is done)"
         )
-    try:
-        data = json.loads(m.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{m}: not readable JSON ({e}); copy the bundle again") from None
+    data = read_json(m, BundleError, "copy the bundle again")
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), list):
         raise BundleError(f"{m}: not a medix-r1 bundle manifest (format {FORMAT}); copy the bundle again")
     return data

@@ -15,7 +15,16 @@ from typing import Any, BinaryIO
 
 from medix_r1.errors import MissingModelError
 
-__all__ = ["GgufError", "describe_model", "gguf_metadata"]
+__all__ = ["GgufError", "describe_model", "gguf_metadata", "read_json"]
+
+
+def read_json(path: Path, error: type[Exception], remedy: str) -> Any:
+    """The JSON document in ``path``, or ``error`` naming the file, the reason and ``remedy``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: not readable JSON ({e}); {remedy}") from None
+
 
 _GGUF_MAGIC = b"GGUF"
 # GGUF value types -> struct format of one scalar (8: string, 9: array are handled apart).
@@ -228,10 +237,7 @@ def describe_model(path: str | Path, role: str, *, load: bool = False) -> dict[s
             f"{role} model {p}: a directory without config.json or model.onnx; give a Hugging Face "
             "checkpoint directory (config.json + weights) or an ONNX export"
         )
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise MissingModelError(f"{cfg}: not readable JSON ({e}); copy the checkpoint again") from None
+    config = read_json(cfg, MissingModelError, "copy the checkpoint again")
     if not _has_weights(p):
         raise MissingModelError(
             f"{role} model {p}: config.json but no weights (*.safetensors / *.bin); copy the whole "

@@ -32,17 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", help="policy GGUF or checkpoint dir (default: the test model)")
     p.add_argument("--judge", help="judge GGUF (default: the test model)")
     p.add_argument("--embedder", help="ONNX embedder directory (default: the test MiniLM, exported once)")
-    from medix_r1.train.config import add_override_options
+    from medix_r1.commands.train import add_run_options
 
-    add_override_options(p)
-    from medix_r1.bundle import add_bundle_option
-
-    add_bundle_option(p)
-    from medix_r1.llm.cpu import add_llama_cpu_option
-
-    add_llama_cpu_option(
-        p
-    )  # the in-process judge's llama.cpp CPU buffers (YAML: reward.judge.llama_extra_buffers)
+    add_run_options(p)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from medix_r1.commands import command_group
 
@@ -105,8 +106,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_task_options(g, required=True)
     _add_generate_options(g)
-    g.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     g.set_defaults(handler=_generate)
 
     j = esub.add_parser(
@@ -117,9 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then recorded as errors (score null), never as 0.",
     )
     _add_judge_options(j)
-    j.add_argument("--out", required=True, metavar="DIR", help="the directory `generate` wrote")
     j.add_argument("--tasks", nargs="+", metavar="TASK", help="default: every task with answers under --out")
-    j.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     j.set_defaults(handler=_judge)
 
     s = esub.add_parser(
@@ -137,14 +134,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_task_options(r, required=True)
     _add_generate_options(r)
     _add_judge_options(r)
-    r.add_argument("--out", required=True, metavar="DIR", help="output directory")
     r.add_argument("--compare", metavar="DIR2", help="a second run's directory for the score stage")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.set_defaults(handler=_run)
     from medix_r1.bundle import add_bundle_option
 
-    for q in (g, j, r):
+    # What the three stages that run a model share: where they write, the progress bar, --bundle.
+    for q, out in ((g, "output directory"), (j, "the directory `generate` wrote"), (r, "output directory")):
+        q.add_argument("--out", required=True, metavar="DIR", help=out)
+        q.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
         add_bundle_option(q)
-    r.set_defaults(handler=_run)
+
+
+def _say_task(
+    task: str, done: str, done_before: int, messages: Sequence[str], *, tail: str = "", lead: str = ""
+) -> None:
+    """A stage's line for one task (what it did, what was there before) and the first of its problems."""
+    note = f" ({done_before} already there)" if done_before else ""
+    print(f"medix eval: {task}: {done}{note}{tail}", file=sys.stderr)
+    for m in messages[:5]:
+        print(f"medix eval:   {lead}{m}", file=sys.stderr)
 
 
 def _err(e: BaseException) -> str:
@@ -224,10 +232,8 @@ def _generate(args: argparse.Namespace) -> int:
             raise UserError(f"{_err(e)} (--out DIR)") from None
         except ImageNotSupportedError as e:
             raise UserError(_err(e)) from None
-        note = f" ({res.done_before} already there)" if res.done_before else ""
-        print(f"medix eval: {t.name}: {res.generated} answers written{note}", file=sys.stderr)
-        for m in res.errors[:5]:
-            print(f"medix eval:   not answered: {m}", file=sys.stderr)
+        written = f"{res.generated} answers written"
+        _say_task(t.name, written, res.done_before, res.errors, lead="not answered: ")
         failed += res.failed
     if failed:
         print(f"medix eval: {failed} samples could not be answered; rerun to retry them", file=sys.stderr)
@@ -293,10 +299,7 @@ def _judge(args: argparse.Namespace) -> int:
             )
         except ResumeMismatchError as e:
             raise UserError(_err(e)) from None
-        note = f" ({res.done_before} already there)" if res.done_before else ""
-        print(f"medix eval: {t}: {res.judged} judged{note}, {res.errors} errors", file=sys.stderr)
-        for m in res.messages[:5]:
-            print(f"medix eval:   {m}", file=sys.stderr)
+        _say_task(t, f"{res.judged} judged", res.done_before, res.messages, tail=f", {res.errors} errors")
         errors += res.errors
         failed += res.failed
     if errors:

@@ -28,17 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in train.output_dir"
     )
+    add_run_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """What a command that runs training takes beside its own options (``train``, ``demo``): the
+    ``--section.key=value`` overrides, ``--bundle`` and the in-process judge's llama.cpp CPU buffers (YAML:
+    reward.judge.llama_extra_buffers)."""
+    from medix_r1.bundle import add_bundle_option
+    from medix_r1.llm.cpu import add_llama_cpu_option
     from medix_r1.train.config import add_override_options
 
     add_override_options(p)
-    from medix_r1.bundle import add_bundle_option
-
     add_bundle_option(p)
-    from medix_r1.llm.cpu import add_llama_cpu_option
-
-    add_llama_cpu_option(
-        p
-    )  # the in-process judge's llama.cpp CPU buffers (YAML: reward.judge.llama_extra_buffers)
+    add_llama_cpu_option(p)
 
 
 def _train(args: argparse.Namespace) -> int:

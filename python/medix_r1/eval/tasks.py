@@ -69,15 +69,16 @@ class Sample:
     explanation: str | None = None  # e.g. PubMedQA's long answer, shown to the judge as context
 
 
+TaskType = Literal["qa", "mcq", "report", "summary"]
+
+
 @dataclass
 class TaskSpec:
     """How one dataset's columns become samples. Column names may list alternatives as ``"a|b"`` (the first
     present wins)."""
 
     name: str
-    type: Literal["qa", "mcq", "report", "summary"] = (
-        "qa"  # a qa task whose row has choices is rendered as mcq
-    )
+    type: TaskType = "qa"  # a qa task whose row has choices is rendered as mcq
     question: str | None = "question"
     answer: str = "answer"
     choices: str | list[str] | None = None  # a list/dict column, or several columns, one option each
@@ -124,6 +125,16 @@ def _mmlu(subject: str) -> TaskSpec:
 
 _EVAL_SETS = "sahalshajim/medix-eval-sets"
 
+
+def _eval_set(name: str, type: TaskType, config: str, **columns: Any) -> TaskSpec:
+    """A task whose test split lives in the project's eval-sets repository (:data:`_EVAL_SETS`) as
+    ``config``."""
+    return TaskSpec(name=name, type=type, hub_id=_EVAL_SETS, hub_config=config, hub_split="test", **columns)
+
+
+# PMC-VQA's table layout (its MCQ and its hard free-text variant)
+_PMC_COLUMNS = {"question": "question|Question", "image": "image|Figure_path", "image_dir": "images"}
+
 REGISTRY: dict[str, TaskSpec] = {
     t.name: t
     for t in [
@@ -167,28 +178,24 @@ REGISTRY: dict[str, TaskSpec] = {
             hub_id="HuggingSara/usmle_self_assessment",
             hub_split="train",
         ),
-        TaskSpec(
-            name="pubmedqa",
-            type="mcq",
+        _eval_set(
+            "pubmedqa",
+            "mcq",
+            "pubmedqa",
             question="QUESTION",
             context="CONTEXTS",
             fixed_choices=["yes", "no", "maybe"],
             answer="final_decision",
             answer_format="text",
             explanation="LONG_ANSWER",
-            hub_id=_EVAL_SETS,
-            hub_config="pubmedqa",
-            hub_split="test",
         ),
-        TaskSpec(
-            name="mimic_cxr_summ",
-            type="summary",
+        _eval_set(
+            "mimic_cxr_summ",
+            "summary",
+            "mimic_cxr",
             question="report",
             prefix=MIMIC_SUMM_PREFIX,
             answer="summary",
-            hub_id=_EVAL_SETS,
-            hub_config="mimic_cxr",
-            hub_split="test",
             notes="MIMIC-CXR text is credentialed data: you need PhysioNet credentials "
             "(https://physionet.org/content/mimic-cxr/) and must accept its data use agreement before you "
             "may download or copy it.",
@@ -221,40 +228,24 @@ REGISTRY: dict[str, TaskSpec] = {
             hub_id="flaviagiammarino/path-vqa",
             hub_split="test",
         ),
-        TaskSpec(
-            name="pmc_vqa",
-            type="mcq",
-            question="question|Question",
+        _eval_set(
+            "pmc_vqa",
+            "mcq",
+            "pmc_vqa",
             answer="answer|Answer_label|Answer",
             choices="choices|options",
-            image="image|Figure_path",
-            image_dir="images",
-            hub_id=_EVAL_SETS,
-            hub_config="pmc_vqa",
-            hub_split="test",
+            **_PMC_COLUMNS,
         ),
-        TaskSpec(
-            name="pmc_vqa_hard",
-            type="qa",
-            question="question|Question",
-            answer="answer|Answer",
-            image="image|Figure_path",
-            image_dir="images",
-            hub_id=_EVAL_SETS,
-            hub_config="pmc_vqa_hard",
-            hub_split="test",
-        ),
-        TaskSpec(
-            name="mimic_cxr_report",
-            type="report",
+        _eval_set("pmc_vqa_hard", "qa", "pmc_vqa_hard", answer="answer|Answer", **_PMC_COLUMNS),
+        _eval_set(
+            "mimic_cxr_report",
+            "report",
+            "mimic_cxr",
             question=None,
             fixed_question=MIMIC_REPORT_QUESTION,
             answer="report",
             image="image|images",
             image_dir="images",
-            hub_id=_EVAL_SETS,
-            hub_config="mimic_cxr",
-            hub_split="test",
             notes="MIMIC-CXR images and reports are credentialed data: you need PhysioNet credentials "
             "(https://physionet.org/content/mimic-cxr-jpg/) and must accept its data use agreement; put the "
             "JPEGs the table refers to under images/ in the task directory if the table holds paths.",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medix_r1._fsutil import atomic_dir
+from medix_r1._fsutil import atomic_dir, file_sha256
 from medix_r1.errors import MedixError, MissingModelError, ResumeMismatchError, check_model_path
 from medix_r1.export.llama import (
     FLOAT_TYPES,
@@ -73,14 +73,6 @@ class ExportSource:
             "base": str(self.base),
             "vision": self.vision,
         }
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_sha256(folder: Path) -> str:

@@ -8,7 +8,6 @@ only those Python files are extracted, once, into the medix cache. Quantization 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -17,7 +16,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from medix_r1._fsutil import atomic_dir
+from medix_r1._fsutil import atomic_dir, file_sha256
 from medix_r1.errors import MedixError, MissingModelError
 
 __all__ = [
@@ -97,14 +96,6 @@ def _cache_root() -> Path:
     return Path(root).expanduser() / "llama.cpp"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _wanted(rel: str) -> bool:
     """The converter's own Python files inside vendor/llama.cpp/ (not the C++ sources, 70 MB of them)."""
     if "/" not in rel:
@@ -114,7 +105,7 @@ def _wanted(rel: str) -> bool:
 
 
 def _extract_sdist(sdist: Path) -> LlamaSource:
-    digest = _sha256(sdist)
+    digest = file_sha256(sdist)
     m = re.match(r"llama_cpp_python-(.+)\.tar\.gz$", sdist.name)
     version = m.group(1) if m else None
     out = _cache_root() / f"{sdist.name.removesuffix('.tar.gz')}-{digest[:16]}"
@@ -253,7 +244,7 @@ def fetch_sdist(
         except OSError as e:
             part.unlink(missing_ok=True)
             raise ConverterError(f"fetching {where} failed: {e}; give the file with --llama-sdist") from None
-    got = _sha256(part)
+    got = file_sha256(part)
     for want, whose in (
         (pinned, f"the one medix pins for llama-cpp-python {version}"),
         (published, "the index's"),
@@ -283,18 +274,23 @@ def _offline_env() -> dict[str, str]:
     return env
 
 
-def run_converter(script: Path, args: list[str], what: str, log_file: Path | None = None) -> None:
-    """Run one of llama.cpp's converter scripts in a child process (its crash is a report, not ours); on
-    failure its whole output goes to ``log_file`` and the error is one line."""
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        env=_offline_env(),
+def _run_python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """This Python on ``args`` in a child process, its stdout and stderr captured together as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
         check=False,
     )
+
+
+def run_converter(script: Path, args: list[str], what: str, log_file: Path | None = None) -> None:
+    """Run one of llama.cpp's converter scripts in a child process (its crash is a report, not ours); on
+    failure its whole output goes to ``log_file`` and the error is one line."""
+    proc = _run_python([str(script), *args], env=_offline_env())
     if proc.returncode != 0:
         lines = [x.strip() for x in proc.stdout.strip().splitlines() if x.strip()]
         last = lines[-1] if lines else ""
@@ -315,14 +311,7 @@ def quantize(src: Path, dst: Path, quant: str, threads: int | None = None) -> No
     if quant not in QUANTS:
         raise ConverterError(f"--quant {quant!r}: allowed {', '.join(QUANTS)}")
     code = "import sys; from medix_r1.export.llama import _quantize; _quantize(*sys.argv[1:])"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(src), str(dst), quant, str(threads or 0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        check=False,
-    )
+    proc = _run_python(["-c", code, str(src), str(dst), quant, str(threads or 0)])
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-10:])
         raise ConverterError(

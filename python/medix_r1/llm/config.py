@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from medix_r1.config import check_fields, combine, option
 from medix_r1.errors import BackendError, ConfigError
+from medix_r1.llm.cpu import ExtraBuffers
 from medix_r1.llm.llamacpp import LlamaCppChat
 from medix_r1.llm.remote import OpenAIChat
 
 __all__ = ["BackendConfig", "open_backend", "open_local"]
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 MAX_TIMEOUT = 86400.0  # one day: a larger (or infinite) timeout is refused, not an OverflowError later
 
@@ -27,85 +24,66 @@ class BackendConfig:
     the second. The reward judge, the eval grader and the evaluated policy are all built from one of these.
     """
 
-    model: str | None = field(default=None, metadata=_help("GGUF file run in-process with llama.cpp"))
-    url: str | None = field(
-        default=None, metadata=_help("base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1")
+    model: str | None = option(None, "GGUF file run in-process with llama.cpp")
+    url: str | None = option(None, "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8085/v1")
+    name: str | None = option(None, "model id on that server (required with url)")
+    n_ctx: int = option(4096, "llama.cpp context size in tokens", ge=256)
+    n_gpu_layers: int = option(0, "llama.cpp layers offloaded to the GPU (-1: all)")
+    n_threads: int | None = option(
+        None, "llama.cpp CPU threads (default: chosen from the cores free, see medix_r1.llm.cpu)", ge=1
     )
-    name: str | None = field(default=None, metadata=_help("model id on that server (required with url)"))
-    n_ctx: int = field(default=4096, metadata=_help("llama.cpp context size in tokens"))
-    n_gpu_layers: int = field(default=0, metadata=_help("llama.cpp layers offloaded to the GPU (-1: all)"))
-    n_threads: int | None = field(
-        default=None,
-        metadata=_help("llama.cpp CPU threads (default: chosen from the cores free, see medix_r1.llm.cpu)"),
+    # YAML reads a bare off/on as false/true: both accepted (and stored as "off"/"on")
+    llama_extra_buffers: ExtraBuffers | bool = option(  # noqa: RUF009
+        "auto",
+        "llama.cpp's extra CPU buffer types: auto (off on AMX CPUs, where they crash), on, off; "
+        "--llama-extra-buffers / MEDIX_LLAMA_EXTRA_BUFFERS override it",
     )
-    llama_extra_buffers: str | bool = field(  # YAML reads a bare off/on as false/true: both accepted
-        default="auto",
-        metadata=_help(
-            "llama.cpp's extra CPU buffer types: auto (off on AMX CPUs, where they crash), on, off; "
-            "--llama-extra-buffers / MEDIX_LLAMA_EXTRA_BUFFERS override it"
-        ),
+    seed: int = option(0, "llama.cpp sampling seed")
+    chat_format: str | None = option(None, "llama-cpp-python chat format (default: the GGUF's own template)")
+    mmproj: str | None = option(None, "multimodal projector (mmproj-*.gguf) for images")
+    concurrency: int = option(8, "requests in flight at once against the server", ge=1)
+    timeout: float = option(
+        60.0, "seconds one server request may take in all (connect + reply)", gt=0, le=MAX_TIMEOUT
     )
-    seed: int = field(default=0, metadata=_help("llama.cpp sampling seed"))
-    chat_format: str | None = field(
-        default=None, metadata=_help("llama-cpp-python chat format (default: the GGUF's own template)")
+    batch_timeout: float | None = option(
+        None, "seconds a batch of server requests may take in all, retries included", gt=0, le=MAX_TIMEOUT
     )
-    mmproj: str | None = field(
-        default=None, metadata=_help("multimodal projector (mmproj-*.gguf) for images")
-    )
-    concurrency: int = field(default=8, metadata=_help("requests in flight at once against the server"))
-    timeout: float = field(
-        default=60.0, metadata=_help("seconds one server request may take in all (connect + reply)")
-    )
-    batch_timeout: float | None = field(
-        default=None, metadata=_help("seconds a batch of server requests may take in all, retries included")
-    )
-    max_retries: int = field(
-        default=3, metadata=_help("retries of a failed server request (exponential backoff)")
-    )
-    api_key_env: str | None = field(
-        default=None,
-        metadata=_help("environment variable holding the server's API key (sent only to url's host)"),
+    max_retries: int = option(3, "retries of a failed server request (exponential backoff)", ge=0)
+    api_key_env: str | None = option(
+        None, "environment variable holding the server's API key (sent only to url's host)"
     )
 
     _section = "backend"  # the config section named in errors
 
     def __post_init__(self) -> None:
         sec = self._section
-        if bool(self.model) == bool(self.url):
-            raise ConfigError(
-                f"{sec}: give exactly one of {sec}.model (a local .gguf) or {sec}.url (a server)",
-                key=f"{sec}.model",
-                value=self.model,
-                allowed="exactly one of model / url",
-            )
-        if self.url and not self.name:
-            raise ConfigError(
-                f"{sec}.url needs {sec}.name, the model id served there (see GET <url>/models)",
-                key=f"{sec}.name",
-                value=None,
-                allowed="the server's model id",
-            )
-        from medix_r1.llm.cpu import EXTRA_BUFFERS
-
+        errors: list[ConfigError] = []
+        try:
+            check_fields(self, sec)  # types and declared bounds
+        except ConfigError as e:
+            errors.extend(getattr(e, "errors", None) or [e])
         if isinstance(self.llama_extra_buffers, bool):
             self.llama_extra_buffers = "on" if self.llama_extra_buffers else "off"
-        for key, ok, allowed in (
-            ("llama_extra_buffers", self.llama_extra_buffers in EXTRA_BUFFERS, "|".join(EXTRA_BUFFERS)),
-            ("n_ctx", self.n_ctx >= 256, ">= 256"),
-            ("n_threads", self.n_threads is None or self.n_threads >= 1, ">= 1"),
-            ("concurrency", self.concurrency >= 1, ">= 1"),
-            ("timeout", 0 < self.timeout <= MAX_TIMEOUT, f"in (0, {MAX_TIMEOUT:g}] seconds"),
-            (
-                "batch_timeout",
-                self.batch_timeout is None or 0 < self.batch_timeout <= MAX_TIMEOUT,
-                f"in (0, {MAX_TIMEOUT:g}] seconds",
-            ),
-            ("max_retries", self.max_retries >= 0, ">= 0"),
-        ):
-            if not ok:
-                from medix_r1.config import bad_value
-
-                raise bad_value(f"{sec}.{key}", getattr(self, key), allowed)
+        if bool(self.model) == bool(self.url):
+            errors.append(
+                ConfigError(
+                    f"{sec}: give exactly one of {sec}.model (a local .gguf) or {sec}.url (a server)",
+                    key=f"{sec}.model",
+                    value=self.model,
+                    allowed="exactly one of model / url",
+                )
+            )
+        elif self.url and not self.name:
+            errors.append(
+                ConfigError(
+                    f"{sec}.url needs {sec}.name, the model id served there (see GET <url>/models)",
+                    key=f"{sec}.name",
+                    value=None,
+                    allowed="the server's model id",
+                )
+            )
+        if errors:
+            raise combine(errors)
 
     @classmethod
     def help(cls) -> dict[str, str]:

@@ -288,6 +288,14 @@ class LlamaCppChat:
 
             self._check_grammar(grammar)
             gbnf = LlamaGrammar.from_string(grammar, verbose=False)
+        sampling: dict[str, Any] = dict(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=self.seed,
+            grammar=gbnf,
+        )
         with self.lock:
             # A cold start each time: reusing the cached prefix changes how llama.cpp batches the prompt, and
             # with it greedy near-ties, so the reply would depend on the previous conversation.
@@ -296,12 +304,7 @@ class LlamaCppChat:
                 if not _text_only(messages):
                     out: Any = self.llm.create_chat_completion(
                         messages=messages,  # type: ignore[arg-type]  # OpenAI-style dicts
-                        max_tokens=max_tokens,
-                        temperature=temperature,
-                        top_p=top_p,
-                        stop=stop,
-                        seed=self.seed,
-                        grammar=gbnf,
+                        **sampling,
                     )
                     return str(out["choices"][0]["message"]["content"] or "")
                 tokens, _ = self.chat_tokens(messages)
@@ -310,15 +313,7 @@ class LlamaCppChat:
                         f"{self.name}: prompt of {len(tokens)} tokens exceeds the context of "
                         f"{self.llm.n_ctx()}"
                     )
-                out = self.llm.create_completion(
-                    prompt=tokens,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
-                    stop=stop,
-                    seed=self.seed,
-                    grammar=gbnf,
-                )
+                out = self.llm.create_completion(prompt=tokens, **sampling)
             except BackendError:
                 raise
             except (ValueError, RuntimeError) as e:  # llama-cpp-python's context overflow, decode failures

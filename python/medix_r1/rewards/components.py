@@ -102,12 +102,40 @@ def _score_modality(reward: CompositeReward, b: Batch) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in b.structure.modality.tolist()]
 
 
-def _score_llm(reward: CompositeReward, b: Batch) -> list[float | None]:
-    return reward._llm(list(b.structure.answers), b.gt_answers, b.notes, b.decided, b.ask, b.errors)
+ModelScorer = Callable[["CompositeReward", list[str], list[str]], list[tuple[float | None, str | None]]]
 
 
-def _score_embed(reward: CompositeReward, b: Batch) -> list[float | None]:
-    return reward._embed(list(b.structure.answers), b.gt_answers, b.notes, b.decided, b.ask, b.errors)
+def _model_accuracy(
+    name: str,
+    by_model: ModelScorer,
+    *,
+    label: str,
+    weight_field: str,
+    default_weight: float,
+    applies: str,
+    enabled: Enabled,
+) -> Component:
+    """A content component whose accuracy a model decides: the items in ``b.ask`` go to ``by_model`` (their
+    answers and ground-truth answers; one score and error, or None, each), every other item keeps the value
+    decided without a model; a data problem noted for an item and the model's errors are recorded under
+    ``name``."""
+
+    def score(reward: CompositeReward, b: Batch) -> list[float | None]:
+        vals: list[float | None] = list(b.decided)
+        for i, e in enumerate(b.notes):
+            if e is not None:
+                b.errors[i].append(f"{name}: {e}")
+        if not b.ask:
+            return vals
+        answers = b.structure.answers
+        scored = by_model(reward, [answers[i] for i in b.ask], [b.gt_answers[i] for i in b.ask])
+        for i, (v, err) in zip(b.ask, scored):
+            vals[i] = v
+            if err is not None:
+                b.errors[i].append(f"{name}: {err}")
+        return vals
+
+    return Component(name, label, "content", weight_field, default_weight, applies, score, enabled)
 
 
 FORMAT = Component(
@@ -119,24 +147,22 @@ FORMAT = Component(
     applies="always: 1.0 for a well-formed <TAG><think>..</think><answer>..</answer> completion, else 0.0",
     score=_score_format,
 )
-ACCURACY_LLM = Component(
-    name="accuracy_llm",
+ACCURACY_LLM = _model_accuracy(
+    "accuracy_llm",
+    lambda reward, answers, gts: reward._llm(answers, gts),
     label="llm",
-    role="content",
     weight_field="llm_weight",
     default_weight=0.575,
     applies="when a judge is configured: 1.0/0.0 (or P(YES)) from the YES/NO judge",
-    score=_score_llm,
     enabled=lambda reward: reward.has_judge,
 )
-ACCURACY_EMBED = Component(
-    name="accuracy_embed",
+ACCURACY_EMBED = _model_accuracy(
+    "accuracy_embed",
+    lambda reward, answers, gts: reward._embed(answers, gts),
     label="embed",
-    role="content",
     weight_field="embed_weight",
     default_weight=0.375,
     applies="when an embedding model is configured: cosine(answer, ground truth) >= threshold",
-    score=_score_embed,
     enabled=lambda reward: reward.has_embedder,
 )
 MODALITY = Component(

@@ -508,75 +508,41 @@ class CompositeReward:
         self.last_scores = out
         return out
 
-    def _llm(
-        self,
-        answers: list[str],
-        gt_answers: list[str],
-        notes: list[str | None],
-        decided: list[float | None],
-        ask: list[int],
-        errors: list[list[str]],
-    ) -> list[float | None]:
-        vals: list[float | None] = list(decided)
-        for i, e in enumerate(notes):
-            if e is not None:
-                errors[i].append(f"accuracy_llm: {e}")
-        if not ask:
-            return vals
+    def _llm(self, answers: list[str], gt_answers: list[str]) -> list[tuple[float | None, str | None]]:
+        """The judge's accuracy of each (answer, ground truth) pair, with the reason when it gave none."""
         judge = self.judge
-        verdicts = judge.judge([(answers[i], gt_answers[i]) for i in ask])
+        verdicts = judge.judge(list(zip(answers, gt_answers)))
         self.counters["judge_calls"] += 1
-        self.counters["judge_items"] += len(ask)
+        self.counters["judge_items"] += len(answers)
+        out: list[tuple[float | None, str | None]] = []
         failed: list[str] = []
-        for i, v in zip(ask, verdicts):
+        for v in verdicts:
             if v.source == "cache":
                 self.counters["judge_cache_hits"] += 1
             if v.match is None:
                 msg = v.error or "no verdict"
                 failed.append(msg)
-                errors[i].append(f"accuracy_llm: judge {judge.name}: {msg}")
-                vals[i] = None
+                out.append((None, f"judge {judge.name}: {msg}"))
             elif self.config.soft_judge and v.p_yes is not None:
-                vals[i] = float(v.p_yes)
+                out.append((float(v.p_yes), None))
             else:
-                vals[i] = 1.0 if v.match else 0.0
+                out.append((1.0 if v.match else 0.0, None))
         self.counters["judge_unscorable"] += len(failed)
-        if failed and len(failed) / len(ask) > self.config.max_unscorable_fraction:
+        if failed and len(failed) / len(answers) > self.config.max_unscorable_fraction:
             raise JudgeFailedError(
-                f"judge {judge.name}: {len(failed)} of {len(ask)} answers in this batch could not be judged "
-                f"(more than max_unscorable_fraction={self.config.max_unscorable_fraction:g}); "
+                f"judge {judge.name}: {len(failed)} of {len(answers)} answers in this batch could not be "
+                f"judged (more than max_unscorable_fraction={self.config.max_unscorable_fraction:g}); "
                 f"first error: {failed[0]}"
             )
-        return vals
+        return out
 
-    def _embed(
-        self,
-        answers: list[str],
-        gt_answers: list[str],
-        notes: list[str | None],
-        decided: list[float | None],
-        ask: list[int],
-        errors: list[list[str]],
-    ) -> list[float | None]:
-        vals: list[float | None] = list(decided)
-        for i, e in enumerate(notes):
-            if e is not None:
-                errors[i].append(f"accuracy_embed: {e}")
-        if not ask:
-            return vals
+    def _embed(self, answers: list[str], gt_answers: list[str]) -> list[tuple[float | None, str | None]]:
+        """The embedding accuracy of each (answer, ground truth) pair."""
         from medix_r1.embed.accuracy import embedding_accuracy
 
         ecfg = self.config.embed or EmbedConfig()
-        acc = embedding_accuracy(
-            self.embedder,
-            [answers[i] for i in ask],
-            [gt_answers[i] for i in ask],
-            threshold=ecfg.threshold,
-            soft=ecfg.soft,
-        )
-        for i, a in zip(ask, acc.tolist()):
-            vals[i] = float(a)
-        return vals
+        acc = embedding_accuracy(self.embedder, answers, gt_answers, threshold=ecfg.threshold, soft=ecfg.soft)
+        return [(float(a), None) for a in acc.tolist()]
 
     # -- TRL ---------------------------------------------------------------------------------------------
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):

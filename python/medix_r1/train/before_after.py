@@ -219,7 +219,7 @@ def compare_policies(
 
     from medix_r1.errors import UserError
     from medix_r1.train.backends import is_vision_checkpoint, resolve_policy_path
-    from medix_r1.train.data import load_rows, to_training_rows
+    from medix_r1.train.data import load_rows, rows_for_run
 
     path = resolve_policy_path(cfg)
     if is_vision_checkpoint(path, cfg.model.kind):
@@ -230,14 +230,7 @@ def compare_policies(
     if cfg.data.max_samples:
         rows = rows[: cfg.data.max_samples]
     rows = [rows[i] for i in pick_questions(len(rows), questions)]
-    train_rows = to_training_rows(
-        rows,
-        base,
-        vision=False,
-        reasoning_tag=cfg.data.reasoning_tag,
-        system_prompt=cfg.data.system_prompt,
-        few_shot=cfg.data.few_shot,
-    )
+    train_rows = rows_for_run(cfg.data, rows, base, vision=False)
     prompts = [r["prompt"] for r in train_rows]
     truths = [str(r["solution"]) for r in train_rows]
 

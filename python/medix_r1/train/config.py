@@ -43,44 +43,30 @@ collect_overrides = _cfg.collect_overrides
 _to_dict = _cfg.to_dict  # train/trainer.py writes run_config.yaml with it
 
 # name -> preset of the fields left as None in AlgoConfig. Names follow TRL's (loss_type, scale_rewards, ...).
+# Each algorithm is GRPO's preset with what it changes.
+_GRPO: dict[str, Any] = dict(
+    beta=0.01,
+    epsilon=0.2,
+    epsilon_high=0.2,
+    loss_type="grpo",
+    scale_rewards="group",
+    importance_sampling_level="token",
+    dynamic_sampling=False,
+)
 ALGORITHMS: dict[str, dict[str, Any]] = {
-    "grpo": dict(
-        beta=0.01,
-        epsilon=0.2,
-        epsilon_high=0.2,
-        loss_type="grpo",
-        scale_rewards="group",
-        importance_sampling_level="token",
-        dynamic_sampling=False,
-    ),
-    "dapo": dict(
-        beta=0.0,
-        epsilon=0.2,
-        epsilon_high=0.28,
-        loss_type="dapo",
-        scale_rewards="group",
-        importance_sampling_level="token",
-        dynamic_sampling=True,
-    ),
+    "grpo": _GRPO,
+    # No KL term, a higher upper clip (clip-higher), DAPO's token-level loss, dynamic sampling.
+    "dapo": {**_GRPO, "beta": 0.0, "epsilon_high": 0.28, "loss_type": "dapo", "dynamic_sampling": True},
     # GSPO's sequence-level ratio is much closer to 1 than a token's, hence its far narrower clip range.
-    "gspo": dict(
-        beta=0.0,
-        epsilon=3e-4,
-        epsilon_high=4e-4,
-        loss_type="grpo",
-        scale_rewards="group",
-        importance_sampling_level="sequence",
-        dynamic_sampling=False,
-    ),
-    "dr_grpo": dict(
-        beta=0.0,
-        epsilon=0.2,
-        epsilon_high=0.2,
-        loss_type="dr_grpo",
-        scale_rewards="none",
-        importance_sampling_level="token",
-        dynamic_sampling=False,
-    ),
+    "gspo": {
+        **_GRPO,
+        "beta": 0.0,
+        "epsilon": 3e-4,
+        "epsilon_high": 4e-4,
+        "importance_sampling_level": "sequence",
+    },
+    # No KL term, Dr. GRPO's loss, rewards not scaled by the group's std.
+    "dr_grpo": {**_GRPO, "beta": 0.0, "loss_type": "dr_grpo", "scale_rewards": "none"},
 }
 
 

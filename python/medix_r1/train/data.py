@@ -9,12 +9,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medix_r1 import jsonl
 from medix_r1._native import MODALITY_TAGS
 from medix_r1.errors import DataError
 from medix_r1.media import load_image
+
+if TYPE_CHECKING:
+    from medix_r1.train.config import DataConfig
 
 __all__ = [
     "DataError",
@@ -217,3 +220,19 @@ def to_training_rows(
             item["images"] = imgs
         out.append(item)
     return out
+
+
+def rows_for_run(
+    data: DataConfig, rows: list[dict[str, Any]], base: Path, *, vision: bool
+) -> list[dict[str, Any]]:
+    """:func:`to_training_rows` with the prompt settings of a run's ``data:`` section (the trainer and the
+    before/after comparison ask the same questions)."""
+    return to_training_rows(
+        rows,
+        base,
+        vision=vision,
+        reasoning_tag=data.reasoning_tag,
+        system_prompt=data.system_prompt,
+        image_max_side=data.image_max_side,
+        few_shot=data.few_shot,
+    )

@@ -24,7 +24,7 @@ from medix_r1.config import redacted
 from medix_r1.rewards.components import step_line
 from medix_r1.rewards.composite import CompositeReward
 from medix_r1.train.config import RunConfig, TrainerKnobs, _to_dict
-from medix_r1.train.data import DataError, check_rows, load_rows, to_training_rows
+from medix_r1.train.data import DataError, check_rows, load_rows, rows_for_run
 from medix_r1.train.monitors import COMPLETIONS_FILE
 
 __all__ = [
@@ -275,15 +275,7 @@ def run_training(
         model, proc, peft_cfg, vision = load_policy(cfg, backend)
     if not vision and any(r.get("image") for r in rows) and echo:
         echo("medix: warning: the policy is a text model; the rows' images are ignored")
-    train_rows = to_training_rows(
-        rows,
-        base,
-        vision=vision,
-        reasoning_tag=cfg.data.reasoning_tag,
-        system_prompt=cfg.data.system_prompt,
-        image_max_side=cfg.data.image_max_side,
-        few_shot=cfg.data.few_shot,
-    )
+    train_rows = rows_for_run(cfg.data, rows, base, vision=vision)
 
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback

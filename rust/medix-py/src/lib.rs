@@ -139,20 +139,81 @@ fn f64s_from_bytes<'a>(arg: &str, raw: &'a [u8]) -> PyResult<Cow<'a, [f64]>> {
     })
 }
 
-/// format_rewards(responses, mode) -> bytearray of float64
-#[pyfunction]
-#[pyo3(signature = (responses, mode = "strict"))]
-fn format_rewards<'py>(
+/// Reads the list of str `seq` (argument `arg`) once, then maps `each` over its items with the GIL released.
+fn map_strs<'py, T: Send>(
+    py: Python<'py>,
+    arg: &str,
+    seq: &Bound<'py, PyAny>,
+    each: impl Fn(&str) -> T + Sync,
+) -> PyResult<Vec<T>> {
+    let owned = borrow_strs(arg, seq)?;
+    let texts = as_strs(arg, &owned)?;
+    Ok(py.detach(|| texts.iter().map(|t| each(t)).collect()))
+}
+
+/// Like [`map_strs`] over `responses` paired with `ground_truths` (of the same length) when given.
+fn map_str_pairs<'py, T: Send>(
     py: Python<'py>,
     responses: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyByteArray>> {
-    let mode = parse_mode(mode)?;
-    let owned = borrow_strs("responses", responses)?;
-    let texts = as_strs("responses", &owned)?;
-    let out: Vec<f64> = py.detach(|| texts.iter().map(|t| medix_core::format_reward(t, mode)).collect());
-    f64_buffer(py, &out)
+    ground_truths: Option<&Bound<'py, PyAny>>,
+    each: impl Fn(&str, Option<&str>) -> T + Sync,
+) -> PyResult<Vec<T>> {
+    let r_owned = borrow_strs("responses", responses)?;
+    let g_owned = ground_truths
+        .map(|g| borrow_strs("ground_truths", g))
+        .transpose()?;
+    if let Some(g) = &g_owned {
+        check_same_len("responses", r_owned.len(), "ground_truths", g.len())?;
+    }
+    let texts = as_strs("responses", &r_owned)?;
+    let gts = g_owned
+        .as_deref()
+        .map(|g| as_strs("ground_truths", g))
+        .transpose()?;
+    Ok(py.detach(|| {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| each(t, gts.as_ref().map(|g| g[i])))
+            .collect()
+    }))
 }
+
+/// Declares `#[pyfunction] NAME(ARG, mode="strict")`: `each(text, mode)` of medix-core on every str of the
+/// list ARG with the GIL released ([`map_strs`]), the results handed to `emit` (a Python object).
+macro_rules! per_text_function {
+    ($(#[$doc:meta])* $name:ident($arg:ident) -> $out:ty, each: $each:expr, emit: $emit:expr) => {
+        $(#[$doc])*
+        #[pyfunction]
+        #[pyo3(signature = ($arg, mode = "strict"))]
+        fn $name<'py>(py: Python<'py>, $arg: &Bound<'py, PyAny>, mode: &str) -> PyResult<Bound<'py, $out>> {
+            let mode = parse_mode(mode)?;
+            let out = map_strs(py, stringify!($arg), $arg, |t| ($each)(t, mode))?;
+            ($emit)(py, out)
+        }
+    };
+}
+
+per_text_function!(
+    /// format_rewards(responses, mode) -> bytearray of float64
+    format_rewards(responses) -> PyByteArray,
+    each: medix_core::format_reward,
+    emit: |py, out: Vec<f64>| f64_buffer(py, &out)
+);
+
+per_text_function!(
+    /// extract_answers(responses, mode) -> list[str]
+    extract_answers(responses) -> PyList,
+    each: |t, mode| medix_core::extract_answer(t, mode).into_owned(),
+    emit: |py, out: Vec<String>| PyList::new(py, out.iter().map(|a| PyString::new(py, a)))
+);
+
+per_text_function!(
+    /// is_invalid_answers(answers, mode) -> bytearray of bool (0/1)
+    is_invalid_answers(answers) -> PyByteArray,
+    each: medix_core::is_invalid_answer,
+    emit: |py, out: Vec<bool>| Ok(bool_buffer(py, out.into_iter()))
+);
 
 /// modality_rewards(responses, ground_truths, mode) -> bytearray of float64 (NaN = not applicable)
 #[pyfunction]
@@ -164,39 +225,10 @@ fn modality_rewards<'py>(
     mode: &str,
 ) -> PyResult<Bound<'py, PyByteArray>> {
     let mode = parse_mode(mode)?;
-    let r_owned = borrow_strs("responses", responses)?;
-    let g_owned = borrow_strs("ground_truths", ground_truths)?;
-    check_same_len("responses", r_owned.len(), "ground_truths", g_owned.len())?;
-    let texts = as_strs("responses", &r_owned)?;
-    let gts = as_strs("ground_truths", &g_owned)?;
-    let out: Vec<f64> = py.detach(|| {
-        texts
-            .iter()
-            .zip(&gts)
-            .map(|(t, g)| medix_core::modality_reward(t, g, mode))
-            .collect()
-    });
+    let out = map_str_pairs(py, responses, Some(ground_truths), |t, g| {
+        medix_core::modality_reward(t, g.unwrap_or_default(), mode)
+    })?;
     f64_buffer(py, &out)
-}
-
-/// extract_answers(responses, mode) -> list[str]
-#[pyfunction]
-#[pyo3(signature = (responses, mode = "strict"))]
-fn extract_answers<'py>(
-    py: Python<'py>,
-    responses: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyList>> {
-    let mode = parse_mode(mode)?;
-    let owned = borrow_strs("responses", responses)?;
-    let texts = as_strs("responses", &owned)?;
-    let out: Vec<Cow<'_, str>> = py.detach(|| {
-        texts
-            .iter()
-            .map(|t| medix_core::extract_answer(t, mode))
-            .collect()
-    });
-    PyList::new(py, out.iter().map(|a| PyString::new(py, a)))
 }
 
 /// parse_ground_truths(ground_truths) -> list[tuple[str | None, str]]
@@ -205,35 +237,15 @@ fn parse_ground_truths<'py>(
     py: Python<'py>,
     ground_truths: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let owned = borrow_strs("ground_truths", ground_truths)?;
-    let gts = as_strs("ground_truths", &owned)?;
-    let parsed: Vec<(Option<&'static str>, &str)> =
-        py.detach(|| gts.iter().map(|g| medix_core::parse_ground_truth(g)).collect());
+    let parsed = map_strs(py, "ground_truths", ground_truths, |g| {
+        let (tag, text) = medix_core::parse_ground_truth(g);
+        (tag, text.to_owned())
+    })?;
     let items = parsed
         .iter()
         .map(|(tag, text)| (tag.map(|t| PyString::new(py, t)), PyString::new(py, text)).into_pyobject(py))
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
-}
-
-/// is_invalid_answers(answers, mode) -> bytearray of bool (0/1)
-#[pyfunction]
-#[pyo3(signature = (answers, mode = "strict"))]
-fn is_invalid_answers<'py>(
-    py: Python<'py>,
-    answers: &Bound<'py, PyAny>,
-    mode: &str,
-) -> PyResult<Bound<'py, PyByteArray>> {
-    let mode = parse_mode(mode)?;
-    let owned = borrow_strs("answers", answers)?;
-    let texts = as_strs("answers", &owned)?;
-    let out: Vec<bool> = py.detach(|| {
-        texts
-            .iter()
-            .map(|t| medix_core::is_invalid_answer(t, mode))
-            .collect()
-    });
-    Ok(bool_buffer(py, out.into_iter()))
 }
 
 /// analyze(responses, ground_truths | None, mode) -> (format f64, modality f64, answers list[str], invalid bool)
@@ -248,26 +260,7 @@ fn analyze_batch<'py>(
     mode: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let mode = parse_mode(mode)?;
-    let r_owned = borrow_strs("responses", responses)?;
-    let texts = as_strs("responses", &r_owned)?;
-    let g_owned = match ground_truths {
-        Some(g) => Some(borrow_strs("ground_truths", g)?),
-        None => None,
-    };
-    let gts = match &g_owned {
-        Some(g) => {
-            check_same_len("responses", texts.len(), "ground_truths", g.len())?;
-            Some(as_strs("ground_truths", g)?)
-        }
-        None => None,
-    };
-    let out: Vec<Analysis> = py.detach(|| {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| analyze(t, gts.as_ref().map(|g| g[i]), mode))
-            .collect()
-    });
+    let out: Vec<Analysis> = map_str_pairs(py, responses, ground_truths, |t, g| analyze(t, g, mode))?;
     let format: Vec<f64> = out.iter().map(|a| a.format).collect();
     let modality: Vec<f64> = out.iter().map(|a| a.modality).collect();
     let answers = PyList::new(py, out.iter().map(|a| PyString::new(py, &a.answer)))?;
