@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +84,6 @@ class BackendConfig:
             )
         if errors:
             raise combine(errors)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> help string (for CLIs and generated docs)."""
-        return {f.name: f.metadata["help"] for f in fields(cls)}
 
 
 def open_backend(config: BackendConfig, **overrides: Any) -> LlamaCppChat | OpenAIChat:
