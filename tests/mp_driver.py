@@ -58,12 +58,14 @@ def _install_byte_counter(counter: dict[str, int]) -> None:
 
 
 def _rig_failure(what: str, from_call: int) -> None:
-    """This process's embedder or judge fails from its ``from_call``-th scoring call on."""
+    """This process's embedder or judge fails from its ``from_call``-th scoring call (one per batch) on. The
+    failure is raised where the composite scores a batch, not inside the embedder or judge call: those are
+    skipped for a batch whose answers are all decided without a model (malformed), as a tiny policy's often
+    are."""
     from medix_r1.errors import JudgeFailedError
     from medix_r1.rewards.composite import CompositeReward
 
-    name = {"embed": "_embed", "judge": "_llm"}[what]
-    real = getattr(CompositeReward, name)
+    real = CompositeReward.score
     calls = [0]
 
     def failing(self: Any, *args: Any, **kw: Any) -> Any:
@@ -74,7 +76,7 @@ def _rig_failure(what: str, from_call: int) -> None:
             raise JudgeFailedError("judge rigged: 2 of 2 answers in this batch could not be judged")
         return real(self, *args, **kw)
 
-    setattr(CompositeReward, name, failing)
+    CompositeReward.score = failing  # type: ignore[method-assign]
 
 
 def main() -> None:
