@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(gguf_path, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_server(gguf_path, *extra: str, preexec_fn=None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -52,7 +52,9 @@ def start_server(gguf_path, *extra: str) -> tuple[subprocess.Popen, str]:
         NAME,
         *extra,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -642,3 +644,22 @@ def test_load_with_abandoning_clients(model):
         assert counts["other"] == 0 and counts["ok"] + counts["busy"] > 0
         assert srv.served >= counts["ok"]
         assert get(f"http://127.0.0.1:{srv.port}/health")["status"] == "ok"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_server_stops_on_sigint_and_sigterm_even_when_started_with_sigint_ignored(gguf_path, sig):
+    """A shell's background job inherits SIGINT ignored, and a service manager stops with SIGTERM: both stop
+    the server in order (exit 130, "interrupted"), not a kill after a timeout."""
+    proc, _ = start_server(gguf_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        proc.send_signal(sig)
+        rc = proc.wait(20)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert rc == 130, err
+    assert "medix: interrupted" in err

@@ -165,8 +165,26 @@ def run_server(start: Callable[[], ChatServer], args: argparse.Namespace, what: 
         file=sys.stderr,
         flush=True,
     )
+    _stop_on_signals()
     try:
         srv.serve_forever()
     finally:
         srv.close()
     return 0
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop the server (closed in order, exit 130), whatever this process inherited: a
+    server started in the background by a shell inherits SIGINT ignored, and a service manager stops it with
+    SIGTERM, which would otherwise kill it without closing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
