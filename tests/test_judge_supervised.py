@@ -309,3 +309,16 @@ def test_reference_rule_in_the_worker_uses_the_users_prompt_template(gguf_path, 
     cfg.reference_prompt = str(bad)
     with pytest.raises(ConfigError, match=r"bad\.txt"):
         SupervisedJudge(cfg, rule="reference")
+
+
+def test_the_worker_sleeps_between_batches_unless_the_user_chose(monkeypatch, tmp_path):
+    """The judge worker's OpenMP threads wait PASSIVE (its caller trains between batches); a user's
+    OMP_WAIT_POLICY is kept."""
+    from medix_r1.judge.core import JudgeConfig
+    from medix_r1.judge.supervised import worker_env
+
+    cfg = JudgeConfig(model=str(tmp_path / "j.gguf"))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert worker_env(cfg)["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert worker_env(cfg)["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -83,6 +83,12 @@ def worker_env(config: JudgeConfig, extra: dict[str, str] | None = None) -> dict
     # prepare_runtime(), which LlamaCppChat calls before llama_cpp loads: in the worker, so the choice is
     # made there, for the cores free when the worker starts, and never touches the trainer's own threads.
     # Variables given here (``extra``) are set before that and win where prepare_runtime respects them.
+    # The worker waits while its caller works (a trainer's generation and backward pass between two reward
+    # batches): its OpenMP threads must sleep then, not spin on the cores the caller needs. Chosen when the
+    # machine looked idle, ACTIVE made `medix demo` 1.7x slower (3 steps on 2 idle cores: 208 s wall, 399
+    # CPU s, against 123 s and 144 CPU s with PASSIVE). The user's OMP_WAIT_POLICY still wins.
+    if "OMP_WAIT_POLICY" not in env:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     env.update(extra or {})
     return env
 
